@@ -1,0 +1,1 @@
+"""Pure domain types: no third-party imports, no I/O."""
