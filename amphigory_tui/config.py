@@ -37,7 +37,21 @@ def _spec(
     return field(default=default, metadata=meta)
 
 
-DEFAULT_EXTENSIONS = ("mkv", "mp4", "m4v", "avi", "mov", "ts", "m2ts", "mpg", "mpeg", "wmv", "webm", "flv", "vob")
+DEFAULT_EXTENSIONS = (
+    "mkv",
+    "mp4",
+    "m4v",
+    "avi",
+    "mov",
+    "ts",
+    "m2ts",
+    "mpg",
+    "mpeg",
+    "wmv",
+    "webm",
+    "flv",
+    "vob",
+)
 
 
 @dataclass(frozen=True)
@@ -132,7 +146,9 @@ class TranscodeSettings:
     extra_args: tuple[str, ...] = _spec((), "Extra HandBrakeCLI arguments, after the preset.")
     output_container: str = _spec("mkv", "Container of the output.", choices=("mkv", "mp4"))
     original_policy: str = _spec(
-        "keep", "What happens to the original once the new file is in place.", choices=("keep", "backup", "delete")
+        "keep",
+        "What happens to the original once the new file is in place.",
+        choices=("keep", "backup", "delete"),
     )
     require_smaller: bool = _spec(True, "A larger output is discarded and the job skipped.")
     free_space_factor: float = _spec(2.0, "Free space needed in work_dir, as a multiple of the source.", lo=1, hi=10)
@@ -144,7 +160,7 @@ class UiSettings:
 
     dark: bool = _spec(True, "Dark theme (toggle with ctrl+t).")
     poll_interval_s: float = _spec(0.5, "How often the TUI looks for changes by other processes.", lo=0.1, hi=60)
-    keymap: dict[str, str] = _spec({}, "Binding id -> keys, e.g. queue-all = \"a,ctrl+a\".")
+    keymap: dict[str, str] = _spec({}, 'Binding id -> keys, e.g. queue-all = "a,ctrl+a".')
 
 
 @dataclass(frozen=True)
@@ -302,8 +318,7 @@ def _check_cross(settings: Settings, *, where: str) -> None:
         )
     if settings.transcode.original_policy == "backup" and not settings.paths.backup_dir:
         raise ConfigError(
-            f"{where}: [transcode] original_policy = 'backup' needs [paths] backup_dir; "
-            "allowed: an absolute path"
+            f"{where}: [transcode] original_policy = 'backup' needs [paths] backup_dir; allowed: an absolute path"
         )
 
 
@@ -315,14 +330,10 @@ def settings_from_mapping(data: Mapping[str, Any], *, file: Path | None = None) 
     for name, table in data.items():
         cls = SECTIONS.get(name)
         if cls is None:
-            raise ConfigError(
-                f"{where_file}: unknown section [{name}]; allowed sections: {', '.join(SECTIONS)}"
-            )
+            raise ConfigError(f"{where_file}: unknown section [{name}]; allowed sections: {', '.join(SECTIONS)}")
         if not isinstance(table, dict):
             raise ConfigError(f"{where_file}: [{name}] must be a table; allowed: a [{name}] section with keys")
-        values = {
-            key: _coerce(cls, key, raw, where=f"{where_file}: [{name}] {key}") for key, raw in table.items()
-        }
+        values = {key: _coerce(cls, key, raw, where=f"{where_file}: [{name}] {key}") for key, raw in table.items()}
         from_file.update(f"{name}.{key}" for key in values)
         sections[name] = cls(**values)
     settings = Settings(**sections, file=file, from_file=frozenset(from_file))
@@ -363,7 +374,7 @@ def iter_keys() -> list[tuple[str, str, Any, str]]:
     out: list[tuple[str, str, Any, str]] = []
     for section, cls in SECTIONS.items():
         for f in fields(cls):
-            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[operator]
             out.append((section, f.name, default, str(f.metadata.get("doc", ""))))
     return out
 

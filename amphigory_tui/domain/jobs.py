@@ -148,6 +148,7 @@ class Job:
     encode_time_s: float | None
     child_pid: int | None
     child_start_ticks: int | None
+    control_request: str | None
     dismissed: bool
     created_at: float
     updated_at: float

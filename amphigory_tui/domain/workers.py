@@ -28,7 +28,7 @@ def new_worker_id(host: str | None = None, pid: int | None = None) -> str:
 
 def parse_worker_id(worker_id: str) -> tuple[str, int] | None:
     """The ``(host, pid)`` of a worker id, or None when it is not in ``host:pid:uuid`` form."""
-    host, sep, rest = worker_id.rpartition(":")
+    host, sep, _uuid = worker_id.rpartition(":")
     if not sep:
         return None
     host, sep, pid = host.rpartition(":")

@@ -1,0 +1,707 @@
+"""JobStore: every write of a job's status, each one a compare-and-set on the expected status and owner.
+
+A worker that lost its lease (its job was requeued by a stall check while it was frozen, say) changes nothing:
+each owner-side update has ``WHERE status = 'running' AND worker_id = :worker`` and a refused update raises
+``StaleLease``. Transitions are checked against ``domain.jobs.ALLOWED`` before any SQL runs.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Connection, Table, and_, case, func, or_, select, text, update
+from sqlalchemy.exc import IntegrityError
+
+from amphigory_tui.domain.clock import Clock
+from amphigory_tui.domain.errors import InvalidTransition, JobNotFound, StaleLease, UsageError
+from amphigory_tui.domain.jobs import (
+    LIVE,
+    TERMINAL,
+    Attempt,
+    Job,
+    JobKind,
+    JobStatus,
+    PauseReason,
+    Progress,
+    QueueStats,
+    Stage,
+    check_transition,
+    retry_delay,
+    sources_of,
+)
+from amphigory_tui.store.convert import attempt_from_row, job_from_row
+from amphigory_tui.store.engine import Engines
+from amphigory_tui.store.orm import JobAttemptRow, JobRow, MediaFileRow
+
+J = cast(Table, JobRow.__table__)
+A = cast(Table, JobAttemptRow.__table__)
+M = cast(Table, MediaFileRow.__table__)
+
+RUNNING = JobStatus.RUNNING.value
+_LIVE_SQL = "('queued', 'running', 'paused')"
+# A failed, skipped or canceled job blocks re-queueing its file until the user resubmits or dismisses it, or the
+# file itself changes (a new size or mtime is new content that deserves a fresh decision).
+_BLOCKING_SQL = "('failed', 'skipped', 'canceled')"
+
+_QUEUE_SQL = f"""
+INSERT INTO transcode_jobs (
+    kind, status, priority, media_file_id, input_path, attempts, max_retries, progress_percent,
+    resume_attempt, dismissed, source_size, source_mtime_ns, created_at, updated_at)
+SELECT 'transcode', 'queued', m.priority, m.id, m.path, 0, :max_retries, 0,
+       FALSE, FALSE, m.size_bytes, m.mtime_ns, :now, :now
+FROM media_files m
+WHERE m.should_transcode AND NOT m.missing AND m.probe_error IS NULL
+  AND NOT EXISTS (
+    SELECT 1 FROM transcode_jobs j
+    WHERE j.media_file_id = m.id AND j.kind = 'transcode'
+      AND (j.status IN {_LIVE_SQL}
+           OR (j.status IN {_BLOCKING_SQL} AND NOT j.dismissed
+               AND j.source_size = m.size_bytes AND j.source_mtime_ns = m.mtime_ns)))
+ORDER BY m.priority DESC, m.size_bytes DESC, m.id
+{{limit}}
+ON CONFLICT (media_file_id) WHERE kind = 'transcode' AND status IN {_LIVE_SQL} DO NOTHING
+"""
+
+_CLAIM_PICK = """
+SELECT j.id FROM transcode_jobs j
+WHERE j.status = 'queued'
+  AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= :now)
+  AND (j.depends_on IS NULL OR EXISTS (
+        SELECT 1 FROM transcode_jobs d WHERE d.id = j.depends_on AND d.status = 'completed'))
+ORDER BY j.priority DESC, j.created_at, j.id
+LIMIT 1
+"""
+
+_CLAIM_SQL = """
+UPDATE transcode_jobs SET
+    status = 'running', worker_id = :worker, stage = NULL,
+    attempts = attempts + CASE WHEN resume_attempt THEN 0 ELSE 1 END,
+    resume_attempt = FALSE, pause_reason = NULL, control_request = NULL, next_attempt_at = NULL,
+    started_at = :now, last_heartbeat = :now, updated_at = :now,
+    progress_percent = 0, fps = NULL, avg_fps = NULL, eta_s = NULL, child_pid = NULL, child_start_ticks = NULL
+WHERE id = ({pick}) AND status = 'queued'
+RETURNING *
+"""
+
+_ATTEMPT_UPSERT = text(
+    """
+INSERT INTO job_attempts (job_id, attempt, worker_id, started_at) VALUES (:job, :attempt, :worker, :now)
+ON CONFLICT (job_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, ended_at = NULL, outcome = NULL
+"""
+)
+
+# Fields a running job's owner may set without changing its status.
+_RUNNING_FIELDS = frozenset(
+    {
+        "stage",
+        "temp_path",
+        "output_path",
+        "preset",
+        "child_pid",
+        "child_start_ticks",
+        "source_size",
+        "source_mtime_ns",
+        "duration_s",
+        "progress_percent",
+        "fps",
+        "avg_fps",
+        "eta_s",
+    }
+)
+
+
+@dataclass(frozen=True)
+class JobFilter:
+    """What the queue table shows: statuses, a name search, a path substring, dismissed rows or not."""
+
+    statuses: frozenset[JobStatus] | None = None
+    search: str = ""
+    path_contains: tuple[str, ...] = ()
+    include_dismissed: bool = False
+
+
+class JobStore:
+    """Named, atomic operations on ``transcode_jobs``."""
+
+    def __init__(
+        self,
+        engines: Engines,
+        clock: Clock,
+        *,
+        max_retries: int = 3,
+        retry_delay_s: float = 30.0,
+        retry_backoff: float = 4.0,
+    ) -> None:
+        self._db = engines
+        self._clock = clock
+        self.max_retries = max_retries
+        self.retry_delay_s = retry_delay_s
+        self.retry_backoff = retry_backoff
+        limit = "" if engines.is_sqlite else " FOR UPDATE OF j SKIP LOCKED"
+        self._claim_sql = text(_CLAIM_SQL.format(pick=_CLAIM_PICK + limit))
+
+    # ------------------------------------------------------------------ creating
+    def create(
+        self,
+        input_path: str,
+        *,
+        kind: JobKind = JobKind.TRANSCODE,
+        media_file_id: int | None = None,
+        track_id: int | None = None,
+        priority: int = 50,
+        output_path: str | None = None,
+        preset: str | None = None,
+        depends_on: int | None = None,
+        source_size: int | None = None,
+        source_mtime_ns: int | None = None,
+    ) -> Job:
+        """Insert one queued job."""
+        _check_priority(priority)
+        now = self._clock.now()
+        values = {
+            "kind": kind.value,
+            "status": JobStatus.QUEUED.value,
+            "priority": priority,
+            "media_file_id": media_file_id,
+            "track_id": track_id,
+            "input_path": input_path,
+            "output_path": output_path,
+            "preset": preset,
+            "depends_on": depends_on,
+            "attempts": 0,
+            "max_retries": self.max_retries,
+            "progress_percent": 0.0,
+            "resume_attempt": False,
+            "dismissed": False,
+            "source_size": source_size,
+            "source_mtime_ns": source_mtime_ns,
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            with self._db.write() as conn:
+                row = conn.execute(J.insert().values(values).returning(*J.c)).mappings().one()
+        except IntegrityError:
+            raise UsageError(f"media file {media_file_id} already has a live job") from None
+        return job_from_row(row)
+
+    def queue_for_transcoding(self, limit: int | None = None) -> int:
+        """Create one job per media file that needs transcoding and has none; return how many (one statement)."""
+        if limit is not None and limit < 0:
+            raise UsageError(f"--limit must be ≥ 0, not {limit}")
+        sql = text(_QUEUE_SQL.format(limit="LIMIT :limit" if limit is not None else ""))
+        params: dict[str, Any] = {"now": self._clock.now(), "max_retries": self.max_retries}
+        if limit is not None:
+            params["limit"] = limit
+        with self._db.write() as conn:
+            return int(conn.execute(sql, params).rowcount or 0)
+
+    # ------------------------------------------------------------------ the owner's side
+    def claim(self, worker_id: str) -> Job | None:
+        """Atomically take the best claimable job: highest priority, then oldest; counts the attempt."""
+        now = self._clock.now()
+        with self._db.write() as conn:
+            row = conn.execute(self._claim_sql, {"worker": worker_id, "now": now}).mappings().first()
+            if row is None:
+                return None
+            job = job_from_row(row)
+            # A resumed pause continues its attempt: the upsert reopens that attempt's row instead of adding one.
+            conn.execute(_ATTEMPT_UPSERT, {"job": job.id, "attempt": job.attempts, "worker": worker_id, "now": now})
+        return job
+
+    def heartbeat(
+        self, job_id: int, worker_id: str, progress: Progress | None = None, *, stage: Stage | None = None
+    ) -> bool:
+        """Record that the owner is alive (and its progress); False when it no longer owns the job."""
+        values: dict[str, Any] = {"last_heartbeat": self._clock.now(), "updated_at": self._clock.now()}
+        if progress is not None:
+            values.update(
+                progress_percent=progress.percent,
+                fps=progress.fps,
+                avg_fps=progress.avg_fps,
+                eta_s=progress.eta_s,
+            )
+        if stage is not None:
+            values["stage"] = stage.value
+        with self._db.write() as conn:
+            return bool(conn.execute(_owned(update(J), job_id, worker_id).values(values)).rowcount)
+
+    def update_running(self, job_id: int, worker_id: str, **fields: Any) -> None:
+        """Set non-status fields of a running job (stage, temp path, child pid…); refuses a stale owner."""
+        unknown = set(fields) - _RUNNING_FIELDS
+        if unknown:
+            raise ValueError(f"not a running-job field: {', '.join(sorted(unknown))}")
+        values = {k: (v.value if isinstance(v, Stage) else v) for k, v in fields.items()}
+        values["updated_at"] = self._clock.now()
+        if "stage" in values:
+            values.update(progress_percent=values.get("progress_percent", 0.0), fps=None, eta_s=None)
+            values["last_heartbeat"] = values["updated_at"]
+        with self._db.write() as conn:
+            self._cas(conn, job_id, worker_id, values)
+
+    def complete(
+        self,
+        job_id: int,
+        worker_id: str,
+        *,
+        output_path: str | None = None,
+        output_size: int | None = None,
+        duration_s: float | None = None,
+        encode_time_s: float | None = None,
+        avg_fps: float | None = None,
+    ) -> Job:
+        """``running -> completed`` with the result's facts."""
+        check_transition(JobStatus.RUNNING, JobStatus.COMPLETED, job_id)
+        now = self._clock.now()
+        values: dict[str, Any] = {
+            "status": JobStatus.COMPLETED.value,
+            "completed_at": now,
+            "updated_at": now,
+            "progress_percent": 100.0,
+            "eta_s": 0.0,
+            "error_message": None,
+            "worker_id": None,
+            "child_pid": None,
+            "child_start_ticks": None,
+            "temp_path": None,
+            "control_request": None,
+            "output_size": output_size,
+            "duration_s": duration_s,
+            "encode_time_s": encode_time_s,
+            "avg_fps": avg_fps,
+        }
+        if output_path is not None:
+            values["output_path"] = output_path
+        with self._db.write() as conn:
+            job = self._cas(conn, job_id, worker_id, values)
+            self._end_attempt(conn, job_id, "completed", None, now)
+        return job
+
+    def fail(self, job_id: int, worker_id: str, error: str, *, permanent: bool = False) -> Job:
+        """A failed attempt: retry after ``retry_delay × backoff^(n-1)`` until max_retries, then ``failed``."""
+        now = self._clock.now()
+        with self._db.write() as conn:
+            row = conn.execute(
+                select(J.c.attempts, J.c.max_retries).where(
+                    J.c.id == job_id, J.c.status == RUNNING, J.c.worker_id == worker_id
+                )
+            ).first()
+            if row is None:
+                raise self._refused(conn, job_id, worker_id, "fail")
+            attempts, max_retries = row
+            final = permanent or attempts >= max_retries
+            target = JobStatus.FAILED if final else JobStatus.QUEUED
+            check_transition(JobStatus.RUNNING, target, job_id)
+            values: dict[str, Any] = {
+                "status": target.value,
+                "error_message": error,
+                "worker_id": None,
+                "child_pid": None,
+                "child_start_ticks": None,
+                "control_request": None,
+                "updated_at": now,
+                "eta_s": None,
+                "fps": None,
+            }
+            if final:
+                values["completed_at"] = now
+            else:
+                values["next_attempt_at"] = now + retry_delay(attempts, self.retry_delay_s, self.retry_backoff)
+            job = self._cas(conn, job_id, worker_id, values)
+            self._end_attempt(conn, job_id, "failed" if final else "retry", error, now)
+        return job
+
+    def skip(self, job_id: int, worker_id: str, reason: str) -> Job:
+        """``running -> skipped``: nothing to gain (e.g. the output was larger); the original is untouched."""
+        check_transition(JobStatus.RUNNING, JobStatus.SKIPPED, job_id)
+        now = self._clock.now()
+        values = {
+            "status": JobStatus.SKIPPED.value,
+            "error_message": reason,
+            "worker_id": None,
+            "child_pid": None,
+            "child_start_ticks": None,
+            "control_request": None,
+            "completed_at": now,
+            "updated_at": now,
+        }
+        with self._db.write() as conn:
+            job = self._cas(conn, job_id, worker_id, values)
+            self._end_attempt(conn, job_id, "skipped", reason, now)
+        return job
+
+    def pause_running(self, job_id: int, worker_id: str, reason: PauseReason = PauseReason.SHUTDOWN) -> Job:
+        """``running -> paused`` by its owner: progress kept, the attempt not used (the resume continues it)."""
+        check_transition(JobStatus.RUNNING, JobStatus.PAUSED, job_id)
+        now = self._clock.now()
+        values = {
+            "status": JobStatus.PAUSED.value,
+            "pause_reason": reason.value,
+            "resume_attempt": True,
+            "worker_id": None,
+            "child_pid": None,
+            "child_start_ticks": None,
+            "control_request": None,
+            "temp_path": None,
+            "eta_s": None,
+            "fps": None,
+            "updated_at": now,
+        }
+        with self._db.write() as conn:
+            job = self._cas(conn, job_id, worker_id, values)
+            self._end_attempt(conn, job_id, "paused", None, now)
+        return job
+
+    def cancel_running(self, job_id: int, worker_id: str, reason: str = "canceled by user") -> Job:
+        """``running -> canceled`` by its owner, after it killed the child and removed the temp files."""
+        check_transition(JobStatus.RUNNING, JobStatus.CANCELED, job_id)
+        now = self._clock.now()
+        values = {
+            "status": JobStatus.CANCELED.value,
+            "error_message": reason,
+            "worker_id": None,
+            "child_pid": None,
+            "child_start_ticks": None,
+            "control_request": None,
+            "temp_path": None,
+            "completed_at": now,
+            "updated_at": now,
+        }
+        with self._db.write() as conn:
+            job = self._cas(conn, job_id, worker_id, values)
+            self._end_attempt(conn, job_id, "canceled", reason, now)
+        return job
+
+    # ------------------------------------------------------------------ the user's side
+    def pause(self, job_id: int) -> Job:
+        """Pause a job: a queued one is held at once; a running one is asked to pause (its owner does it)."""
+        return self._user_action(job_id, JobStatus.PAUSED, request="pause")
+
+    def cancel(self, job_id: int, reason: str = "canceled by user") -> Job:
+        """Cancel a job: queued/paused at once; a running one is asked to stop (its owner kills the child)."""
+        return self._user_action(job_id, JobStatus.CANCELED, request="cancel", reason=reason)
+
+    def kill(self, job_id: int) -> Job:
+        """Force-cancel: like cancel, but the owner skips the grace period."""
+        return self._user_action(job_id, JobStatus.CANCELED, request="kill", reason="killed by user")
+
+    def resume(self, job_id: int) -> Job:
+        """``paused -> queued`` (a job paused mid-run keeps its attempt)."""
+        now = self._clock.now()
+        with self._db.write() as conn:
+            return self._transition(
+                conn, job_id, JobStatus.QUEUED, {JobStatus.PAUSED}, {"pause_reason": None, "updated_at": now}
+            )
+
+    def resubmit(self, job_id: int) -> Job:
+        """Terminal ``-> queued`` with a fresh budget of attempts (attempts never decrease: the cap grows)."""
+        now = self._clock.now()
+        try:
+            with self._db.write() as conn:
+                job = self._get(conn, job_id)
+                values = {
+                    "max_retries": job.attempts + self.max_retries,
+                    "error_message": None,
+                    "next_attempt_at": None,
+                    "dismissed": False,
+                    "progress_percent": 0.0,
+                    "stage": None,
+                    "completed_at": None,
+                    "resume_attempt": False,
+                    "updated_at": now,
+                }
+                return self._transition(conn, job_id, JobStatus.QUEUED, TERMINAL, values)
+        except IntegrityError:
+            raise UsageError(f"job {job_id}: its file already has another live job") from None
+
+    def dismiss(self, job_id: int) -> Job:
+        """Hide a finished job from the queue; its file may then be queued again."""
+        with self._db.write() as conn:
+            job = self._get(conn, job_id)
+            if job.status not in TERMINAL:
+                raise InvalidTransition(job_id, job.status.value, "dismissed")
+            conn.execute(update(J).where(J.c.id == job_id).values(dismissed=True, updated_at=self._clock.now()))
+            return self._get(conn, job_id)
+
+    def set_priority(self, job_id: int, priority: int) -> Job:
+        """Change a job's priority (0–100)."""
+        _check_priority(priority)
+        with self._db.write() as conn:
+            self._get(conn, job_id)
+            conn.execute(update(J).where(J.c.id == job_id).values(priority=priority, updated_at=self._clock.now()))
+            return self._get(conn, job_id)
+
+    def cancel_for_media(self, media_ids: Iterable[int], reason: str) -> int:
+        """Cancel the live jobs of files that changed or vanished (running ones are asked to stop)."""
+        ids = list(media_ids)
+        if not ids:
+            return 0
+        now = self._clock.now()
+        count = 0
+        with self._db.write() as conn:
+            for i in range(0, len(ids), 500):
+                chunk = ids[i : i + 500]
+                idle = update(J).where(
+                    J.c.media_file_id.in_(chunk), J.c.status.in_([JobStatus.QUEUED.value, JobStatus.PAUSED.value])
+                )
+                count += int(
+                    conn.execute(
+                        idle.values(status="canceled", error_message=reason, completed_at=now, updated_at=now)
+                    ).rowcount
+                    or 0
+                )
+                busy = update(J).where(J.c.media_file_id.in_(chunk), J.c.status == RUNNING)
+                count += int(conn.execute(busy.values(control_request="cancel", updated_at=now)).rowcount or 0)
+        return count
+
+    # ------------------------------------------------------------------ recovery
+    def find_orphaned(self, is_worker_alive: Callable[[str], bool]) -> list[Job]:
+        """Running jobs whose owner is dead (the caller decides liveness exactly: locks, heartbeats)."""
+        with self._db.read() as conn:
+            rows = conn.execute(select(J).where(J.c.status == RUNNING)).mappings().all()
+        return [job_from_row(r) for r in rows if not r["worker_id"] or not is_worker_alive(r["worker_id"])]
+
+    def recover_orphaned(self, is_worker_alive: Callable[[str], bool]) -> tuple[int, int]:
+        """Orphans of dead owners: ``queued`` (attempt already counted) or ``failed`` at max; (requeued, failed)."""
+        orphans = self.find_orphaned(is_worker_alive)
+        requeued = failed = 0
+        now = self._clock.now()
+        with self._db.write() as conn:
+            for job in orphans:
+                owner = J.c.worker_id == job.worker_id if job.worker_id else J.c.worker_id.is_(None)
+                base = update(J).where(J.c.id == job.id, J.c.status == RUNNING, owner)
+                cleared = {"worker_id": None, "child_pid": None, "child_start_ticks": None, "updated_at": now}
+                if job.control_request in ("cancel", "kill"):
+                    values = {**cleared, "status": "canceled", "completed_at": now, "control_request": None}
+                    outcome, error = "canceled", "canceled by user (owner died)"
+                    values["error_message"] = error
+                elif job.attempts >= job.max_retries:
+                    error = "abandoned after restart (max retries exceeded)"
+                    values = {**cleared, "status": "failed", "completed_at": now, "error_message": error}
+                    outcome = "failed"
+                else:
+                    error = "interrupted: its worker died; requeued"
+                    values = {**cleared, "status": "queued", "next_attempt_at": None, "error_message": error}
+                    outcome = "abandoned"
+                if conn.execute(base.values(values)).rowcount:
+                    self._end_attempt(conn, job.id, outcome, error, now)
+                    if values["status"] == "queued":
+                        requeued += 1
+                    elif values["status"] == "failed":
+                        failed += 1
+        return requeued, failed
+
+    def recover_paused(self) -> int:
+        """Jobs paused by a shutdown go back to the queue (a user's hold stays); returns how many."""
+        now = self._clock.now()
+        check_transition(JobStatus.PAUSED, JobStatus.QUEUED)
+        with self._db.write() as conn:
+            result = conn.execute(
+                update(J)
+                .where(J.c.status == JobStatus.PAUSED.value, J.c.pause_reason == PauseReason.SHUTDOWN.value)
+                .values(status=JobStatus.QUEUED.value, pause_reason=None, updated_at=now)
+            )
+            return int(result.rowcount or 0)
+
+    def detect_stalled(self, now: float, timeout: float) -> list[Job]:
+        """Running jobs whose last heartbeat is older than ``timeout`` seconds."""
+        with self._db.read() as conn:
+            rows = (
+                conn.execute(
+                    select(J).where(
+                        J.c.status == RUNNING,
+                        or_(J.c.last_heartbeat.is_(None), J.c.last_heartbeat < now - timeout),
+                    )
+                )
+                .mappings()
+                .all()
+            )
+        return [job_from_row(r) for r in rows]
+
+    # ------------------------------------------------------------------ reading
+    def get(self, job_id: int) -> Job:
+        """One job, or ``JobNotFound``."""
+        with self._db.read() as conn:
+            return self._get(conn, job_id)
+
+    def running(self, worker_ids: Iterable[str] | None = None) -> list[Job]:
+        """Running jobs (of the given workers)."""
+        query = select(J).where(J.c.status == RUNNING)
+        if worker_ids is not None:
+            query = query.where(J.c.worker_id.in_(list(worker_ids)))
+        with self._db.read() as conn:
+            return [job_from_row(r) for r in conn.execute(query).mappings()]
+
+    def control_requests(self, worker_ids: Sequence[str]) -> dict[int, str]:
+        """Pending pause/cancel/kill requests for jobs these workers own."""
+        if not worker_ids:
+            return {}
+        query = select(J.c.id, J.c.control_request).where(
+            J.c.status == RUNNING, J.c.worker_id.in_(list(worker_ids)), J.c.control_request.is_not(None)
+        )
+        with self._db.read() as conn:
+            return {row.id: row.control_request for row in conn.execute(query)}
+
+    def list_jobs(self, flt: JobFilter | None = None, *, offset: int = 0, limit: int | None = None) -> list[Job]:
+        """Jobs matching a filter, live ones first by priority, then newest finished ones."""
+        query = self._filtered(select(J), flt or JobFilter())
+        rank = _status_rank()
+        query = query.order_by(rank, J.c.priority.desc(), J.c.created_at, J.c.id).offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._db.read() as conn:
+            return [job_from_row(r) for r in conn.execute(query).mappings()]
+
+    def count(self, flt: JobFilter | None = None) -> int:
+        """How many jobs match a filter."""
+        query = self._filtered(select(func.count()).select_from(J), flt or JobFilter())
+        with self._db.read() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def changed_since(self, since: float, limit: int = 1000) -> list[Job]:
+        """Jobs updated at or after ``since`` (the TUI's cheap poll)."""
+        query = select(J).where(J.c.updated_at >= since).order_by(J.c.updated_at).limit(limit)
+        with self._db.read() as conn:
+            return [job_from_row(r) for r in conn.execute(query).mappings()]
+
+    def attempts(self, job_id: int) -> list[Attempt]:
+        """Every attempt of a job, oldest first."""
+        query = select(A).where(A.c.job_id == job_id).order_by(A.c.attempt, A.c.id)
+        with self._db.read() as conn:
+            return [attempt_from_row(r) for r in conn.execute(query).mappings()]
+
+    def stats(self) -> QueueStats:
+        """Counts for the stats line: candidates without a job, jobs per status, bytes saved."""
+        counts = select(J.c.status, func.count()).where(J.c.dismissed.is_(False)).group_by(J.c.status)
+        saved = select(func.coalesce(func.sum(J.c.source_size - J.c.output_size), 0)).where(
+            J.c.status == JobStatus.COMPLETED.value,
+            J.c.output_size.is_not(None),
+            J.c.source_size.is_not(None),
+        )
+        need = text(
+            "SELECT count(*) FROM media_files m WHERE m.should_transcode AND NOT m.missing "
+            f"AND m.probe_error IS NULL AND NOT EXISTS (SELECT 1 FROM transcode_jobs j WHERE j.media_file_id = m.id "
+            f"AND j.kind = 'transcode' AND (j.status IN {_LIVE_SQL} OR (j.status IN {_BLOCKING_SQL} "
+            "AND NOT j.dismissed AND j.source_size = m.size_bytes AND j.source_mtime_ns = m.mtime_ns)))"
+        )
+        with self._db.read() as conn:
+            by_status = {status: n for status, n in conn.execute(counts)}
+            saved_bytes = int(conn.execute(saved).scalar_one() or 0)
+            need_n = int(conn.execute(need).scalar_one())
+        return QueueStats(
+            need_transcoding=need_n,
+            queued=by_status.get("queued", 0),
+            running=by_status.get("running", 0),
+            paused=by_status.get("paused", 0),
+            failed=by_status.get("failed", 0),
+            completed=by_status.get("completed", 0),
+            saved_bytes=saved_bytes,
+        )
+
+    # ------------------------------------------------------------------ helpers
+    def _filtered(self, query: Any, flt: JobFilter) -> Any:
+        if flt.statuses is not None:
+            query = query.where(J.c.status.in_([s.value for s in flt.statuses]))
+        if not flt.include_dismissed:
+            query = query.where(J.c.dismissed.is_(False))
+        if flt.search:
+            pattern = "%" + flt.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+            query = query.where(J.c.input_path.ilike(pattern, escape="\\"))
+        if flt.path_contains:
+            query = query.where(or_(*(J.c.input_path.ilike(f"%{p}%") for p in flt.path_contains)))
+        return query
+
+    def _get(self, conn: Connection, job_id: int) -> Job:
+        row = conn.execute(select(J).where(J.c.id == job_id)).mappings().first()
+        if row is None:
+            raise JobNotFound(job_id)
+        return job_from_row(row)
+
+    def _cas(self, conn: Connection, job_id: int, worker_id: str, values: dict[str, Any]) -> Job:
+        row = conn.execute(_owned(update(J), job_id, worker_id).values(values).returning(*J.c)).mappings().first()
+        if row is None:
+            raise self._refused(conn, job_id, worker_id, str(values.get("status", "update")))
+        return job_from_row(row)
+
+    def _refused(self, conn: Connection, job_id: int, worker_id: str, what: str) -> Exception:
+        current = self._get(conn, job_id)
+        return StaleLease(
+            f"job {job_id}: {what} refused: worker {worker_id} does not own it "
+            f"(status {current.status.value}, owner {current.worker_id or 'none'})"
+        )
+
+    def _transition(
+        self,
+        conn: Connection,
+        job_id: int,
+        target: JobStatus,
+        expected: Iterable[JobStatus],
+        values: dict[str, Any],
+    ) -> Job:
+        allowed = [s.value for s in expected if s in sources_of(target)]
+        result = (
+            conn.execute(
+                update(J)
+                .where(J.c.id == job_id, J.c.status.in_(allowed))
+                .values(status=target.value, **values)
+                .returning(*J.c)
+            )
+            .mappings()
+            .first()
+        )
+        if result is None:
+            current = self._get(conn, job_id)
+            raise InvalidTransition(job_id, current.status.value, target.value)
+        return job_from_row(result)
+
+    def _user_action(self, job_id: int, target: JobStatus, *, request: str, reason: str = "") -> Job:
+        now = self._clock.now()
+        with self._db.write() as conn:
+            job = self._get(conn, job_id)
+            check_transition(job.status, target, job_id)
+            if job.status is JobStatus.RUNNING:
+                # The owner holds the child process; it sees the request within a second and finishes the move.
+                conn.execute(
+                    update(J)
+                    .where(J.c.id == job_id, J.c.status == RUNNING)
+                    .values(control_request=request, updated_at=now)
+                )
+                return self._get(conn, job_id)
+            values: dict[str, Any] = {"updated_at": now}
+            if target is JobStatus.PAUSED:
+                values["pause_reason"] = PauseReason.USER.value
+            else:
+                values.update(error_message=reason, completed_at=now)
+            return self._transition(conn, job_id, target, {job.status}, values)
+
+    def _end_attempt(self, conn: Connection, job_id: int, outcome: str, error: str | None, now: float) -> None:
+        attempt = select(J.c.attempts).where(J.c.id == job_id).scalar_subquery()
+        conn.execute(
+            update(A)
+            .where(A.c.job_id == job_id, A.c.attempt == attempt, A.c.ended_at.is_(None))
+            .values(ended_at=now, outcome=outcome, error=error)
+        )
+
+
+def _owned(stmt: Any, job_id: int, worker_id: str) -> Any:
+    return stmt.where(and_(J.c.id == job_id, J.c.status == RUNNING, J.c.worker_id == worker_id))
+
+
+def _check_priority(priority: int) -> None:
+    if not 0 <= priority <= 100:
+        raise UsageError(f"priority must be from 0 to 100, not {priority}")
+
+
+def _status_rank() -> Any:
+    return case(
+        (J.c.status == "running", 0),
+        (J.c.status == "paused", 1),
+        (J.c.status == "queued", 2),
+        (J.c.status == "failed", 3),
+        else_=4,
+    )
+
+
+__all__ = ["LIVE", "JobFilter", "JobStore"]

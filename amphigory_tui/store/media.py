@@ -1,0 +1,253 @@
+"""MediaStore: what the scanner found, in batches, plus the queries the Scan tab needs."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, cast
+
+from sqlalchemy import Table, bindparam, case, func, or_, select, update
+
+from amphigory_tui.domain.clock import Clock
+from amphigory_tui.domain.media import Decision, LibraryStats, MediaFile, ProbeResult
+from amphigory_tui.store.convert import media_from_row, probe_columns, probe_from_row
+from amphigory_tui.store.engine import Engines
+from amphigory_tui.store.orm import MediaFileRow
+
+M = cast(Table, MediaFileRow.__table__)
+
+
+@dataclass(frozen=True, slots=True)
+class MediaRecord:
+    """One scanned file ready to be written: where it is, its stat, its probe and its decision."""
+
+    path: str
+    root: str
+    size_bytes: int
+    mtime_ns: int
+    probe: ProbeResult
+    decision: Decision
+
+
+@dataclass(frozen=True, slots=True)
+class KnownFile:
+    """What the store remembers of a path, for the incremental check (no probe needed if unchanged)."""
+
+    id: int
+    size_bytes: int
+    mtime_ns: int
+    missing: bool
+
+
+@dataclass(frozen=True)
+class MediaFilter:
+    """What the Scan tab's table shows."""
+
+    search: str = ""
+    needs_transcoding_only: bool = False
+    include_missing: bool = False
+
+
+class MediaStore:
+    """Named operations on ``media_files``."""
+
+    def __init__(self, engines: Engines, clock: Clock) -> None:
+        self._db = engines
+        self._clock = clock
+
+    def known(self, root: str | None = None) -> dict[str, KnownFile]:
+        """Every recorded path (under ``root``) with its size and mtime: one query, for fast rescans."""
+        query = select(M.c.path, M.c.id, M.c.size_bytes, M.c.mtime_ns, M.c.missing)
+        if root is not None:
+            query = query.where(M.c.root == root)
+        with self._db.read() as conn:
+            return {
+                path: KnownFile(id=id_, size_bytes=size, mtime_ns=mtime, missing=bool(missing))
+                for path, id_, size, mtime, missing in conn.execute(query)
+            }
+
+    def upsert(self, records: Sequence[MediaRecord]) -> dict[str, int]:
+        """Insert or update scanned files in one transaction; returns path -> id."""
+        if not records:
+            return {}
+        now = self._clock.now()
+        paths = [r.path for r in records]
+        with self._db.write() as conn:
+            existing = dict(conn.execute(select(M.c.path, M.c.id).where(M.c.path.in_(paths))).tuples().all())
+            inserts: list[dict[str, Any]] = []
+            updates: list[dict[str, Any]] = []
+            for r in records:
+                values = _record_values(r, now)
+                if r.path in existing:
+                    updates.append({"_id": existing[r.path], **values})
+                else:
+                    inserts.append({**values, "path": r.path, "discovered_at": now})
+            if inserts:
+                conn.execute(M.insert(), inserts)
+            if updates:
+                stmt = (
+                    update(M)
+                    .where(M.c.id == bindparam("_id"))
+                    .values({k: bindparam(k) for k in updates[0] if k != "_id"})
+                )
+                conn.execute(stmt, updates)
+            return dict(conn.execute(select(M.c.path, M.c.id).where(M.c.path.in_(paths))).tuples().all())
+
+    def mark_missing(self, ids: Iterable[int]) -> int:
+        """Flag files that disappeared from disk (their rows stay: history and jobs refer to them)."""
+        id_list = list(ids)
+        if not id_list:
+            return 0
+        now = self._clock.now()
+        count = 0
+        with self._db.write() as conn:
+            for chunk in _chunks(id_list, 500):
+                result = conn.execute(
+                    update(M)
+                    .where(M.c.id.in_(chunk), M.c.missing.is_(False))
+                    .values(missing=True, should_transcode=False, reason="missing from disk", updated_at=now)
+                )
+                count += int(result.rowcount or 0)
+        return count
+
+    def update_decisions(self, decisions: Sequence[tuple[int, Decision]]) -> None:
+        """Store re-evaluated decisions without touching the probe results."""
+        if not decisions:
+            return
+        now = self._clock.now()
+        params = [
+            {
+                "_id": media_id,
+                "should_transcode": d.should_transcode,
+                "reason": d.reason,
+                "priority": d.priority,
+                "est_savings_pct": d.est_savings_pct,
+                "updated_at": now,
+            }
+            for media_id, d in decisions
+        ]
+        stmt = (
+            update(M)
+            .where(M.c.id == bindparam("_id"))
+            .values(
+                should_transcode=bindparam("should_transcode"),
+                reason=bindparam("reason"),
+                priority=bindparam("priority"),
+                est_savings_pct=bindparam("est_savings_pct"),
+                updated_at=bindparam("updated_at"),
+            )
+        )
+        with self._db.write() as conn:
+            conn.execute(stmt, params)
+
+    def iter_for_reevaluation(self, batch: int = 2000) -> Iterator[list[tuple[int, str, int, ProbeResult]]]:
+        """Batches of ``(id, path, size, probe)`` of present files, for re-running the rules."""
+        last_id = 0
+        while True:
+            with self._db.read() as conn:
+                rows = (
+                    conn.execute(
+                        select(M).where(M.c.id > last_id, M.c.missing.is_(False)).order_by(M.c.id).limit(batch)
+                    )
+                    .mappings()
+                    .all()
+                )
+            if not rows:
+                return
+            last_id = rows[-1]["id"]
+            yield [(r["id"], r["path"], r["size_bytes"], probe_from_row(r)) for r in rows]
+
+    def get(self, media_id: int) -> MediaFile | None:
+        """One media file by id."""
+        with self._db.read() as conn:
+            row = conn.execute(select(M).where(M.c.id == media_id)).mappings().first()
+        return media_from_row(row) if row else None
+
+    def get_by_path(self, path: str) -> MediaFile | None:
+        """One media file by path."""
+        with self._db.read() as conn:
+            row = conn.execute(select(M).where(M.c.path == path)).mappings().first()
+        return media_from_row(row) if row else None
+
+    def list_media(
+        self, flt: MediaFilter | None = None, *, offset: int = 0, limit: int | None = None
+    ) -> list[MediaFile]:
+        """Media files for the Scan tab, highest priority first."""
+        query = _filtered(select(M), flt or MediaFilter()).order_by(M.c.priority.desc(), M.c.path).offset(offset)
+        if limit is not None:
+            query = query.limit(limit)
+        with self._db.read() as conn:
+            return [media_from_row(r) for r in conn.execute(query).mappings()]
+
+    def count(self, flt: MediaFilter | None = None) -> int:
+        """How many media files match a filter."""
+        query = _filtered(select(func.count()).select_from(M), flt or MediaFilter())
+        with self._db.read() as conn:
+            return int(conn.execute(query).scalar_one())
+
+    def stats(self, target_codec: str, last_scan_at: float | None) -> LibraryStats:
+        """Counts for the Scan tab in one pass."""
+        present = M.c.missing.is_(False)
+        query = select(
+            _sum_if(present),
+            _sum_if(present & M.c.should_transcode.is_(True)),
+            _sum_if(present & (M.c.video_codec == target_codec)),
+            _sum_if(present & M.c.reason.like("excluded%")),
+            _sum_if(present & M.c.probe_error.is_not(None)),
+            _sum_if(M.c.missing.is_(True)),
+            func.coalesce(func.sum(M.c.size_bytes).filter(present), 0),
+            func.coalesce(
+                func.sum(M.c.size_bytes * M.c.est_savings_pct / 100.0).filter(present & M.c.should_transcode.is_(True)),
+                0,
+            ),
+        )
+        with self._db.read() as conn:
+            row = conn.execute(query).one()
+        return LibraryStats(
+            files=int(row[0]),
+            need_transcoding=int(row[1]),
+            already_target=int(row[2]),
+            excluded=int(row[3]),
+            probe_errors=int(row[4]),
+            missing=int(row[5]),
+            total_bytes=int(row[6]),
+            est_saving_bytes=int(row[7]),
+            last_scan_at=last_scan_at,
+        )
+
+
+def _sum_if(cond: Any) -> Any:
+    """``SUM(CASE WHEN cond THEN 1 ELSE 0 END)``, portable across SQLite and PostgreSQL."""
+    return func.coalesce(func.sum(case((cond, 1), else_=0)), 0)
+
+
+def _record_values(r: MediaRecord, now: float) -> dict[str, Any]:
+    return {
+        "root": r.root,
+        "size_bytes": r.size_bytes,
+        "mtime_ns": r.mtime_ns,
+        **probe_columns(r.probe),
+        "probed_at": now,
+        "should_transcode": r.decision.should_transcode,
+        "reason": r.decision.reason,
+        "priority": r.decision.priority,
+        "est_savings_pct": r.decision.est_savings_pct,
+        "missing": False,
+        "updated_at": now,
+    }
+
+
+def _filtered(query: Any, flt: MediaFilter) -> Any:
+    if not flt.include_missing:
+        query = query.where(M.c.missing.is_(False))
+    if flt.needs_transcoding_only:
+        query = query.where(M.c.should_transcode.is_(True))
+    if flt.search:
+        pattern = "%" + flt.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        query = query.where(or_(M.c.path.ilike(pattern, escape="\\"), M.c.reason.ilike(pattern, escape="\\")))
+    return query
+
+
+def _chunks(items: list[int], size: int) -> Iterator[list[int]]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]

@@ -1,0 +1,63 @@
+"""Alembic, driven from code: the migrations ship inside the wheel and run at every startup."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from alembic.runtime.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import text
+
+from amphigory_tui.domain.errors import StoreError
+from amphigory_tui.store.engine import Engines
+
+# PostgreSQL: one migrator at a time when several worker machines start together.
+_PG_LOCK_KEY = 0x616D7068  # "amph"
+
+
+def script_location() -> Path:
+    """The migrations folder: inside the installed package, or at the root of a source checkout."""
+    package_dir = Path(__file__).resolve().parent.parent
+    for candidate in (package_dir / "migrations", package_dir.parent / "migrations"):
+        if (candidate / "env.py").is_file():
+            return candidate
+    raise StoreError("the database migrations are missing from this installation; reinstall amphigory")
+
+
+def alembic_config(engines: Engines | None = None) -> Config:
+    """An alembic ``Config`` pointing at the shipped migrations."""
+    cfg = Config()
+    cfg.set_main_option("script_location", str(script_location()))
+    if engines is not None:
+        cfg.set_main_option("sqlalchemy.url", engines.url.replace("%", "%%"))
+    return cfg
+
+
+def head_revision() -> str | None:
+    """The newest migration shipped with this version."""
+    return ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+
+def current_revision(engines: Engines) -> str | None:
+    """The migration the database is at (None for an empty database)."""
+    with engines.read() as conn:
+        return MigrationContext.configure(conn).get_current_revision()
+
+
+def is_at_head(engines: Engines) -> bool:
+    """Whether the database needs no migration."""
+    return current_revision(engines) == head_revision()
+
+
+def upgrade_to_head(engines: Engines) -> None:
+    """Apply every pending migration, holding the writer lock so concurrent starters wait their turn."""
+    if is_at_head(engines):
+        return
+    cfg = alembic_config(engines)
+    with engines.write() as conn:
+        if engines.dialect == "postgresql":
+            conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "head")
