@@ -15,9 +15,11 @@ new module is covered the day it is added.
 from __future__ import annotations
 
 import json
+import os
 import pkgutil
 import subprocess
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -74,17 +76,31 @@ def test_discovery_finds_the_headless_core() -> None:
     assert f"{PACKAGE}.config" in MODULES
 
 
-@pytest.mark.parametrize("module", MODULES)
-def test_module_imports_without_textual_or_rich(module: str) -> None:
-    """Importing ``module`` in a fresh interpreter loads no textual, rich or amphigory_tui.ui module."""
-    result = subprocess.run(
+def _probe(module: str) -> subprocess.CompletedProcess[str]:
+    """Import ``module`` alone in a fresh interpreter and report which forbidden modules it loaded."""
+    return subprocess.run(
         [sys.executable, "-c", PROBE, module, *FORBIDDEN],
         cwd=ROOT,
         capture_output=True,
         text=True,
         check=False,
-        timeout=60,
+        timeout=120,
     )
+
+
+@pytest.fixture(scope="module")
+def probes() -> dict[str, subprocess.CompletedProcess[str]]:
+    """Every module's probe, run a few at a time: each costs an interpreter start plus its imports."""
+    with ThreadPoolExecutor(max_workers=os.cpu_count() or 2) as pool:
+        return dict(zip(MODULES, pool.map(_probe, MODULES), strict=True))
+
+
+@pytest.mark.parametrize("module", MODULES)
+def test_module_imports_without_textual_or_rich(
+    module: str, probes: dict[str, subprocess.CompletedProcess[str]]
+) -> None:
+    """Importing ``module`` in a fresh interpreter loads no textual, rich or amphigory_tui.ui module."""
+    result = probes[module]
     assert result.returncode == 0, f"importing {module} failed:\n{result.stderr}"
     leaked = json.loads(result.stdout.strip().splitlines()[-1])
     assert leaked == [], f"importing {module} loaded {', '.join(leaked)}"

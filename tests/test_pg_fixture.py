@@ -6,7 +6,7 @@ import psycopg
 import pytest
 from psycopg.conninfo import conninfo_to_dict
 
-from tests.pg import SUPERUSER, PostgresServer
+from tests.pg import MISSING_BINARIES, SUPERUSER, PostgresServer, find_bindir, start_server, stop_server
 
 pytestmark = pytest.mark.postgres
 
@@ -70,3 +70,26 @@ def test_server_does_not_run_as_root(postgres_server: PostgresServer) -> None:
     assert str(row[0]) == str(postgres_server.datadir)
     owner = postgres_server.datadir.stat().st_uid
     assert owner != 0
+
+
+def test_find_bindir_points_at_the_server_programs() -> None:
+    """The binaries the fixture uses are the real server programs, found without help from PATH."""
+    bindir = find_bindir()
+    assert bindir is not None, MISSING_BINARIES
+    for tool in ("initdb", "pg_ctl", "postgres"):
+        assert (bindir / tool).is_file(), bindir / tool
+
+
+def test_stop_server_stops_it_and_removes_its_directory() -> None:
+    """A second server starts beside the session's one, and stopping it frees the port and deletes the dir."""
+    bindir = find_bindir()
+    assert bindir is not None, MISSING_BINARIES
+    server = start_server(bindir)
+    try:
+        with server.connect() as conn:
+            assert conn.execute("select 1").fetchone() == (1,)
+    finally:
+        stop_server(server)
+    assert not server.root.exists()
+    with pytest.raises(psycopg.OperationalError):
+        server.connect().close()
