@@ -73,7 +73,7 @@ class MediaStore:
         now = self._clock.now()
         paths = [r.path for r in records]
         with self._db.write() as conn:
-            existing = dict(conn.execute(select(M.c.path, M.c.id).where(M.c.path.in_(paths))).tuples().all())
+            existing = dict(conn.execute(select(M.c.path, M.c.id).where(M.c.path.in_(paths))).all())
             inserts: list[dict[str, Any]] = []
             updates: list[dict[str, Any]] = []
             for r in records:
@@ -91,7 +91,7 @@ class MediaStore:
                     .values({k: bindparam(k) for k in updates[0] if k != "_id"})
                 )
                 conn.execute(stmt, updates)
-            return dict(conn.execute(select(M.c.path, M.c.id).where(M.c.path.in_(paths))).tuples().all())
+            return dict(conn.execute(select(M.c.path, M.c.id).where(M.c.path.in_(paths))).all())
 
     def mark_missing(self, ids: Iterable[int]) -> int:
         """Flag files that disappeared from disk (their rows stay: history and jobs refer to them)."""
