@@ -48,7 +48,7 @@ _CHUNK = 64 * 1024
 _MAX_LINE = 1024 * 1024
 _SEPARATORS = re.compile(rb"[\r\n]")
 # After the tool itself exits, how long grandchildren still holding its pipes get before they are killed.
-_DRAIN_S = 2.0
+_DRAIN_S = 1.0
 _POLL_S = 0.05
 _ENDING_SIGNALS = frozenset({signal.SIGTERM, signal.SIGINT, signal.SIGKILL, signal.SIGQUIT, signal.SIGHUP})
 
@@ -68,6 +68,8 @@ class ToolResult:
     stderr_tail: tuple[str, ...]
     duration_s: float
     killed_by: str | None = None
+    kept_lines: tuple[str, ...] = ()
+    """Lines of either stream that matched ``run_tool``'s ``keep_pattern`` (the last ``tail_lines`` of them)."""
 
     @property
     def ok(self) -> bool:
@@ -208,12 +210,21 @@ def _check_argv(argv: Sequence[str | os.PathLike[str]]) -> tuple[str, ...]:
 class _LineSplitter:
     """Turns chunks of bytes into text lines split on ``\\r`` and ``\\n``; keeps the tail."""
 
-    __slots__ = ("_buffer", "_on_line", "_stream", "tail")
+    __slots__ = ("_buffer", "_keep", "_kept", "_on_line", "_stream", "tail")
 
-    def __init__(self, stream: str, on_line: LineCallback | None, tail_lines: int) -> None:
+    def __init__(
+        self,
+        stream: str,
+        on_line: LineCallback | None,
+        tail_lines: int,
+        keep: re.Pattern[str] | None = None,
+        kept: deque[str] | None = None,
+    ) -> None:
         self._stream = stream
         self._on_line = on_line
         self._buffer = b""
+        self._keep = keep
+        self._kept = kept
         self.tail: deque[str] = deque(maxlen=max(tail_lines, 0))
 
     def feed(self, chunk: bytes) -> None:
@@ -242,6 +253,8 @@ class _LineSplitter:
         if not line.strip():
             return
         self.tail.append(line)
+        if self._keep is not None and self._kept is not None and self._keep.search(line):
+            self._kept.append(line)
         if self._on_line is not None:
             self._on_line(self._stream, line)
 
@@ -270,6 +283,7 @@ async def run_tool(
     grace_s: float = 8.0,
     tail_lines: int = 50,
     cancel_signal: int = signal.SIGTERM,
+    keep_pattern: re.Pattern[str] | None = None,
 ) -> ToolResult:
     """Run ``argv`` to its end, feeding each non-empty output line to ``on_line``; return how it ended.
 
@@ -283,6 +297,8 @@ async def run_tool(
         grace_s: on cancellation, seconds between ``cancel_signal`` and SIGKILL.
         tail_lines: how many last lines of each stream the result keeps.
         cancel_signal: the polite signal sent on cancellation (HandBrakeCLI finalises its file on SIGINT).
+        keep_pattern: lines matching it are kept in ``ToolResult.kept_lines`` even when they scrolled out of
+            the tail (HandBrakeCLI prints "Invalid preset" and then 300 lines of preset list).
 
     Raises:
         ToolNotFound: the program does not exist or is not executable.
@@ -306,8 +322,9 @@ async def run_tool(
         raise ToolNotFound(args[0], "the file is not executable") from None
     handle = ProcessHandle(process, args, cancel_signal)
     assert process.stdout is not None and process.stderr is not None
-    out = _LineSplitter("stdout", on_line, tail_lines)
-    err = _LineSplitter("stderr", on_line, tail_lines)
+    kept: deque[str] = deque(maxlen=max(tail_lines, 0))
+    out = _LineSplitter("stdout", on_line, tail_lines, keep_pattern, kept)
+    err = _LineSplitter("stderr", on_line, tail_lines, keep_pattern, kept)
     out_done, err_done = anyio.Event(), anyio.Event()
     try:
         if on_start is not None:
@@ -321,11 +338,11 @@ async def run_tool(
             with anyio.move_on_after(_DRAIN_S):
                 await out_done.wait()
                 await err_done.wait()
-            if _group_alive(handle.pgid):
+            if not (out_done.is_set() and err_done.is_set()) and _group_alive(handle.pgid):
                 _signal_group(handle.pgid, signal.SIGKILL)
-            with anyio.move_on_after(_DRAIN_S):
-                await out_done.wait()
-                await err_done.wait()
+                with anyio.move_on_after(_DRAIN_S):
+                    await out_done.wait()
+                    await err_done.wait()
             tg.cancel_scope.cancel()
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
@@ -348,6 +365,7 @@ async def run_tool(
         stderr_tail=tuple(err.tail),
         duration_s=time.monotonic() - started,
         killed_by=handle.killed_by,
+        kept_lines=tuple(kept),
     )
 
 
@@ -381,8 +399,6 @@ def run_quick(argv: Sequence[str | os.PathLike[str]], timeout_s: float = 10.0, *
         _signal_group(popen.pid, signal.SIGKILL)
         popen.wait()
         raise
-    # Leftover grandchildren of a finished quick call are not wanted either.
-    _signal_group(popen.pid, signal.SIGKILL)
     out = _LineSplitter("stdout", None, tail_lines)
     err = _LineSplitter("stderr", None, tail_lines)
     out.feed(stdout)
