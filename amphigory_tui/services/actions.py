@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from amphigory_tui.domain.errors import InvalidTransition
 from amphigory_tui.domain.jobs import Job, JobStatus
 from amphigory_tui.store import Store
 
@@ -41,6 +42,15 @@ class Actions:
 
     def dismiss(self, job_id: int) -> Job:
         """Hide a finished job from the queue."""
+        return self._store.jobs.dismiss(job_id)
+
+    def remove(self, job_id: int) -> Job:
+        """Take a job off the list: a queued or paused one is canceled first; a running one is refused."""
+        job = self._store.jobs.get(job_id)
+        if job.status is JobStatus.RUNNING:
+            raise InvalidTransition(job_id, job.status.value, "removed (cancel it first)")
+        if job.status in (JobStatus.QUEUED, JobStatus.PAUSED):
+            self._log(self._store.jobs.cancel(job_id, reason="removed from the queue"), "removed")
         return self._store.jobs.dismiss(job_id)
 
     def set_priority(self, job_id: int, priority: int) -> Job:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from amphigory_tui.domain.events import LogRecord
@@ -53,6 +54,24 @@ class Queries:
         """How many jobs match a filter."""
         return self._store.jobs.count(JobFilter(statuses=statuses, search=search, path_contains=path_contains))
 
+    def job_ids(
+        self,
+        *,
+        statuses: frozenset[JobStatus] | None = None,
+        search: str = "",
+        path_contains: tuple[str, ...] = (),
+    ) -> list[int]:
+        """The ids of every job matching a filter, in table order (the Queue table pages through them)."""
+        return self._store.jobs.ordered_ids(JobFilter(statuses=statuses, search=search, path_contains=path_contains))
+
+    def jobs_by_ids(self, job_ids: Sequence[int]) -> list[Job]:
+        """The jobs with these ids (any order; ids that no longer exist are left out)."""
+        return self._store.jobs.get_many(job_ids)
+
+    def status_counts(self) -> dict[JobStatus, int]:
+        """How many jobs are in each status (dismissed ones left out)."""
+        return self._store.jobs.count_by_status()
+
     def jobs_changed_since(self, since: float) -> list[Job]:
         """Jobs any process changed at or after ``since``."""
         return self._store.jobs.changed_since(since)
@@ -79,6 +98,14 @@ class Queries:
         """A page of media files."""
         flt = MediaFilter(search=search, needs_transcoding_only=needs_transcoding_only)
         return self._store.media.list_media(flt, offset=offset, limit=limit)
+
+    def media_ids(self, *, search: str = "", needs_transcoding_only: bool = False) -> list[int]:
+        """The ids of every media file matching a filter, in table order."""
+        return self._store.media.ordered_ids(MediaFilter(search=search, needs_transcoding_only=needs_transcoding_only))
+
+    def media_by_ids(self, media_ids: Sequence[int]) -> list[MediaFile]:
+        """The media files with these ids (any order)."""
+        return self._store.media.get_many(media_ids)
 
     def count_media(self, *, search: str = "", needs_transcoding_only: bool = False) -> int:
         """How many media files match a filter."""

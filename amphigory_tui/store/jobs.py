@@ -554,6 +554,29 @@ class JobStore:
         with self._db.read() as conn:
             return [job_from_row(r) for r in conn.execute(query).mappings()]
 
+    def ordered_ids(self, flt: JobFilter | None = None) -> list[int]:
+        """The ids of every job matching a filter, in ``list_jobs`` order (the TUI pages through them by index)."""
+        query = self._filtered(select(J.c.id), flt or JobFilter())
+        query = query.order_by(_status_rank(), J.c.priority.desc(), J.c.created_at, J.c.id)
+        with self._db.read() as conn:
+            # Straight from the driver's cursor: skipping SQLAlchemy's row objects halves the time for 100k ids.
+            return [row[0] for row in conn.execute(query).cursor.fetchall()]
+
+    def get_many(self, job_ids: Sequence[int]) -> list[Job]:
+        """The jobs with these ids (any order; unknown ids are left out)."""
+        out: list[Job] = []
+        with self._db.read() as conn:
+            for i in range(0, len(job_ids), 500):
+                chunk = list(job_ids[i : i + 500])
+                out.extend(job_from_row(r) for r in conn.execute(select(J).where(J.c.id.in_(chunk))).mappings())
+        return out
+
+    def count_by_status(self) -> dict[JobStatus, int]:
+        """How many jobs (not dismissed) are in each status."""
+        query = select(J.c.status, func.count()).where(J.c.dismissed.is_(False)).group_by(J.c.status)
+        with self._db.read() as conn:
+            return {JobStatus(status): int(n) for status, n in conn.execute(query)}
+
     def count(self, flt: JobFilter | None = None) -> int:
         """How many jobs match a filter."""
         query = self._filtered(select(func.count()).select_from(J), flt or JobFilter())

@@ -179,6 +179,20 @@ class MediaStore:
         with self._db.read() as conn:
             return [media_from_row(r) for r in conn.execute(query).mappings()]
 
+    def ordered_ids(self, flt: MediaFilter | None = None) -> list[int]:
+        """The ids of every media file matching a filter, in ``list_media`` order (the TUI pages by index)."""
+        query = _filtered(select(M.c.id), flt or MediaFilter()).order_by(M.c.priority.desc(), M.c.path)
+        with self._db.read() as conn:
+            return [row[0] for row in conn.execute(query).cursor.fetchall()]
+
+    def get_many(self, media_ids: Sequence[int]) -> list[MediaFile]:
+        """The media files with these ids (any order; unknown ids are left out)."""
+        out: list[MediaFile] = []
+        with self._db.read() as conn:
+            for chunk in _chunks(list(media_ids), 500):
+                out.extend(media_from_row(r) for r in conn.execute(select(M).where(M.c.id.in_(chunk))).mappings())
+        return out
+
     def count(self, flt: MediaFilter | None = None) -> int:
         """How many media files match a filter."""
         query = _filtered(select(func.count()).select_from(M), flt or MediaFilter())
