@@ -66,6 +66,28 @@ class MediaStore:
                 for path, id_, size, mtime, missing in conn.execute(query)
             }
 
+    def known_under(self, folder: str) -> dict[str, KnownFile]:
+        """Every recorded path inside ``folder`` (a deleted directory, for watch mode)."""
+        prefix = folder.rstrip("/") + "/"
+        query = select(M.c.path, M.c.id, M.c.size_bytes, M.c.mtime_ns, M.c.missing).where(
+            M.c.path.startswith(prefix, autoescape=True)
+        )
+        with self._db.read() as conn:
+            return {
+                path: KnownFile(id=id_, size_bytes=size, mtime_ns=mtime, missing=bool(missing))
+                for path, id_, size, mtime, missing in conn.execute(query)
+            }
+
+    def count_candidates(self, roots: Sequence[str]) -> int:
+        """How many present files under these library roots need transcoding (for the scan summary)."""
+        query = (
+            select(func.count())
+            .select_from(M)
+            .where(M.c.root.in_(list(roots)), M.c.missing.is_(False), M.c.should_transcode.is_(True))
+        )
+        with self._db.read() as conn:
+            return int(conn.execute(query).scalar_one())
+
     def upsert(self, records: Sequence[MediaRecord]) -> dict[str, int]:
         """Insert or update scanned files in one transaction; returns path -> id."""
         if not records:

@@ -1,0 +1,966 @@
+"""The library scanner: walk the roots, probe what is new or changed, decide, record in batches, checkpoint.
+
+One ``Scanner`` serves ``amphigory scan``, watch mode and the TUI's Scan tab. It is synchronous and runs in the
+caller's thread (the CLI's main thread, a Textual thread worker); it reports ``ScanProgress`` through a callback, at
+most ``1 / progress_interval_s`` times a second, and stops within a second of ``cancel`` being set.
+
+Walk order. Every directory is listed with ``os.scandir`` and its entries are sorted by name, and the walk descends
+into a directory where its name sorts; so files come out in the order of their path *components*, which is the plain
+string order of the path with ``/`` replaced by ``\\0`` (``_key``). One total order makes three things simple:
+
+* **Checkpoint/resume.** Results are committed in batches (``scanner.batch_size`` changed rows, or every
+  ``batch_interval_s``), each followed by a checkpoint in ``system_state`` holding the last path of the *frontier*:
+  every file up to it was fully handled (probes finish out of order, so files done beyond the frontier are listed in
+  the checkpoint too, which keeps the counts exact). A resumed scan skips whole directories that sort before the
+  checkpoint without listing them.
+* **Missing files.** The recorded paths of a root are sorted by the same key and merged with the walk: a recorded
+  path the walk passes without seeing has disappeared, is marked missing and its live jobs are canceled in the same
+  batch. So missing-file detection needs no "seen" set and stays correct across a kill and a resume: everything up
+  to the checkpoint was merged before the kill, everything after it is merged by the resumed run. A path is only
+  marked missing when ``lstat`` says it no longer exists (a file in an unreadable folder, or one the extension list
+  no longer matches, is left alone), and a root that lists no files at all while the database knows some (an
+  unmounted NAS share) marks nothing missing.
+* **Incremental.** A file whose path, size and ``mtime_ns`` match its row is not probed. A changed file is re-probed
+  after its live job is canceled ("source changed"); a file that reappears after being missing is re-probed.
+
+Files that need a probe go to a ``ProbePool`` (PyAV in worker processes), created only when the first such file
+is met, so a rescan of an unchanged library starts no process at all.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+import threading
+from bisect import bisect_right
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field, fields
+from itertools import chain
+from operator import attrgetter
+from types import TracebackType
+from typing import Any, Protocol
+
+from amphigory_tui.config import Settings
+from amphigory_tui.domain.clock import Clock
+from amphigory_tui.domain.errors import UsageError
+from amphigory_tui.domain.events import ScanProgress
+from amphigory_tui.domain.media import Decision, ProbeResult
+from amphigory_tui.services.queries import LAST_SCAN_KEY
+from amphigory_tui.services.rules import decide
+from amphigory_tui.store import KnownFile, MediaRecord, Store
+
+CHECKPOINT_KEY = "scan.checkpoint"
+"""``system_state`` key of an interrupted scan's checkpoint (JSON, see ``Checkpoint``)."""
+
+CHANGED_REASON = "source file changed on disk"
+"""Why the job of a file that changed was canceled."""
+MISSING_REASON = "source file disappeared"
+"""Why the job of a file that vanished was canceled."""
+
+_CHECKPOINT_VERSION = 1
+_ERROR_SAMPLES = 20
+
+
+class Prober(Protocol):
+    """What the scanner needs from a probe pool (``ProbePool`` has it; tests wrap it to count probes)."""
+
+    def probe_many(self, paths: Iterable[str]) -> Iterator[tuple[str, ProbeResult]]:
+        """Yield ``(path, result)`` for every path, in any order."""
+        ...
+
+
+ProgressCallback = Callable[[ScanProgress], None]
+
+
+# --------------------------------------------------------------------------------------------------- results
+
+
+@dataclass(frozen=True, slots=True)
+class ScanSummary:
+    """What a scan did; counts include the interrupted run when the scan resumed one."""
+
+    roots: tuple[str, ...]
+    seen: int
+    probed: int
+    added: int
+    updated: int
+    unchanged: int
+    missing: int
+    probe_errors: int
+    walk_errors: int
+    need_transcoding: int
+    elapsed_s: float
+    canceled: bool = False
+    resumed_from: str | None = None
+    last_error: str | None = None
+    errors: tuple[str, ...] = ()
+    """The first few error messages (probe errors and unreadable folders), for the summary."""
+
+
+@dataclass(frozen=True, slots=True)
+class ReevaluateSummary:
+    """What ``--reevaluate`` did."""
+
+    files: int
+    need_transcoding: int
+    elapsed_s: float
+    canceled: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class FileOutcome:
+    """What ``scan_paths`` (watch mode) did with one path."""
+
+    path: str
+    outcome: str
+    """``added``, ``updated``, ``unchanged``, ``missing`` or ``ignored``."""
+    reason: str = ""
+    should_transcode: bool = False
+    media_id: int | None = None
+    queued: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Checkpoint:
+    """Where an interrupted scan stopped: root ``root_index`` of ``roots``, every file up to ``last`` handled."""
+
+    roots: tuple[str, ...]
+    root_index: int
+    last: str | None
+    counts: dict[str, int] = field(default_factory=dict)
+    done_after: tuple[str, ...] = ()
+    """Files after ``last`` that were already handled and counted (probes finish out of order)."""
+
+    @property
+    def position(self) -> str:
+        """The path to name in "resuming interrupted scan from …"."""
+        if self.last is not None:
+            return self.last
+        return self.roots[self.root_index] if self.root_index < len(self.roots) else self.roots[-1]
+
+    def to_json(self) -> str:
+        """Serialised for ``system_state``."""
+        data = asdict(self)
+        data["version"] = _CHECKPOINT_VERSION
+        return json.dumps(data, ensure_ascii=False)
+
+    @classmethod
+    def from_json(cls, text: str) -> Checkpoint | None:
+        """Parsed from ``system_state``; None when unreadable (a checkpoint is only an optimisation)."""
+        try:
+            data = json.loads(text)
+            if data.get("version") != _CHECKPOINT_VERSION:
+                return None
+            return cls(
+                roots=tuple(str(r) for r in data["roots"]),
+                root_index=int(data["root_index"]),
+                last=None if data["last"] is None else str(data["last"]),
+                counts={str(k): int(v) for k, v in data["counts"].items()},
+                done_after=tuple(str(p) for p in data.get("done_after", ())),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            return None
+
+
+# --------------------------------------------------------------------------------------------------- walking
+
+
+def _key(path: str) -> str:
+    """The walk's sort key: component order is string order once ``/`` sorts below every other character."""
+    return path.replace("/", "\0")
+
+
+def _utf8_ok(name: str) -> bool:
+    """Whether a name decoded from the file system is valid UTF-8 (else it holds surrogate escapes)."""
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+_by_name = attrgetter("name")
+
+
+def normalize_roots(roots: Iterable[str]) -> tuple[str, ...]:
+    """Absolute, normalised, de-duplicated roots, in order; a root inside another one is dropped."""
+    out: list[str] = []
+    for raw in roots:
+        if not os.path.isabs(raw):
+            raise UsageError(f"library root {raw!r} is a relative path; give an absolute path")
+        root = os.path.normpath(raw)
+        if root not in out:
+            out.append(root)
+    nested = {r for r in out for other in out if r != other and r.startswith(other.rstrip("/") + "/")}
+    return tuple(r for r in out if r not in nested)
+
+
+def check_roots(roots: Iterable[str]) -> tuple[str, ...]:
+    """``normalize_roots``, and each root must be an existing directory (``UsageError`` naming the first bad one)."""
+    checked = normalize_roots(roots)
+    if not checked:
+        raise UsageError("no library roots: pass ROOT arguments or set [library] roots in the config file")
+    for root in checked:
+        if not os.path.exists(root):
+            raise UsageError(f"library root {root} does not exist")
+        if not os.path.isdir(root):
+            raise UsageError(f"library root {root} is not a directory")
+    return checked
+
+
+def extension_set(extensions: Iterable[str]) -> frozenset[str]:
+    """Lower-case extensions without the dot (``.MKV`` and ``mkv`` both become ``mkv``)."""
+    return frozenset(e.lower().lstrip(".") for e in extensions if e.strip("."))
+
+
+def walk_media(
+    root: str,
+    extensions: frozenset[str],
+    *,
+    follow_symlinks: bool = False,
+    after: str | None = None,
+    stat_files: bool = True,
+    on_dir: Callable[[str], None] | None = None,
+    on_error: Callable[[str, str], None] | None = None,
+    cancel: threading.Event | None = None,
+) -> Iterator[tuple[str, int, int]]:
+    """Yield ``(path, size, mtime_ns)`` of media files under ``root`` in walk order (module docstring).
+
+    ``after``: skip everything up to and including this path (whole directories before it are not even listed).
+    Symbolic links are skipped unless ``follow_symlinks``; followed ones never lead into a loop (directories are
+    remembered by device and inode). Unreadable directories and unreadable names go to ``on_error(path, message)``.
+    ``stat_files=False`` yields ``-1`` sizes without a ``stat`` call (for counting).
+    """
+    visited: set[tuple[int, int]] = set()
+    if follow_symlinks:
+        try:
+            st = os.stat(root)
+            visited.add((st.st_dev, st.st_ino))
+        except OSError:
+            pass
+    after_key = _key(after) if after is not None else None
+
+    def listing(folder: str) -> list[os.DirEntry[str]]:
+        if on_dir is not None:
+            on_dir(folder)
+        try:
+            with os.scandir(folder) as it:
+                return sorted(it, key=_by_name)
+        except OSError as exc:
+            if on_error is not None:
+                on_error(folder, f"cannot read folder {folder}: {exc.strerror or exc}")
+            return []
+
+    stack: list[Iterator[os.DirEntry[str]]] = [iter(listing(root))]
+    while stack:
+        if cancel is not None and cancel.is_set():
+            return
+        entry = next(stack[-1], None)
+        if entry is None:
+            stack.pop()
+            continue
+        path = entry.path
+        if after_key is not None:
+            key = _key(path)
+            if key <= after_key:
+                if not after_key.startswith(key + "\0"):
+                    continue  # entirely before the checkpoint
+            else:
+                after_key = None  # past the checkpoint: everything from here on is new (walk order is monotonic)
+        name = entry.name
+        try:
+            if entry.is_symlink():
+                if not follow_symlinks:
+                    continue
+                is_dir = entry.is_dir()
+            else:
+                is_dir = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            continue
+        if is_dir:
+            if not name.isascii() and not _utf8_ok(name):
+                if on_error is not None:
+                    on_error(path, f"folder name is not valid UTF-8, skipped: {path!r}")
+                continue
+            if follow_symlinks:
+                try:
+                    st = entry.stat()
+                except OSError as exc:
+                    if on_error is not None:
+                        on_error(path, f"cannot read folder {path}: {exc.strerror or exc}")
+                    continue
+                ident = (st.st_dev, st.st_ino)
+                if ident in visited:
+                    continue  # a loop, or a folder already walked under another name
+                visited.add(ident)
+            stack.append(iter(listing(path)))
+            continue
+        dot = name.rfind(".")
+        if dot < 0 or name[dot + 1 :].lower() not in extensions:
+            continue
+        if not name.isascii() and not _utf8_ok(name):
+            if on_error is not None:
+                on_error(path, f"file name is not valid UTF-8, skipped: {path!r}")
+            continue
+        if not stat_files:
+            yield path, -1, -1
+            continue
+        try:
+            st = entry.stat(follow_symlinks=follow_symlinks)
+        except FileNotFoundError:
+            continue  # deleted between the listing and now (or a dangling link)
+        except OSError as exc:
+            if on_error is not None:
+                on_error(path, f"cannot stat {path}: {exc.strerror or exc}")
+            continue
+        if not stat.S_ISREG(st.st_mode):
+            continue  # a FIFO or device named .mkv is not a media file
+        yield path, st.st_size, st.st_mtime_ns
+
+
+def is_gone(path: str) -> bool:
+    """Whether ``path`` provably no longer exists (other errors, like EACCES, do not count as gone)."""
+    try:
+        os.lstat(path)
+    except (FileNotFoundError, NotADirectoryError):
+        return True
+    except OSError:
+        return False
+    return False
+
+
+# --------------------------------------------------------------------------------------------------- the run
+
+
+@dataclass(slots=True)
+class _Counts:
+    """Running totals of one scan (saved in the checkpoint)."""
+
+    seen: int = 0
+    probed: int = 0
+    added: int = 0
+    updated: int = 0
+    unchanged: int = 0
+    missing: int = 0
+    probe_errors: int = 0
+    walk_errors: int = 0
+
+
+@dataclass(slots=True)
+class _InFlight:
+    """A file on its way through the probe pool."""
+
+    size: int
+    mtime_ns: int
+    known: KnownFile | None
+    done: bool = False
+
+
+class _Counter(threading.Thread):
+    """Counts the media files of roots the database knows nothing about, for a first scan's total and ETA."""
+
+    def __init__(self, roots: Sequence[str], extensions: frozenset[str], follow: bool) -> None:
+        super().__init__(name="amphigory-scan-count", daemon=True)
+        self._roots = roots
+        self._extensions = extensions
+        self._follow = follow
+        self.stop = threading.Event()
+        self.count = 0
+
+    def run(self) -> None:
+        """Walk without stat calls; stop early when told."""
+        for root in self._roots:
+            for _ in walk_media(
+                root, self._extensions, follow_symlinks=self._follow, stat_files=False, cancel=self.stop
+            ):
+                self.count += 1
+
+
+class Scanner:
+    """Scans library roots into ``media_files``: incremental, checkpointed, cancelable (module docstring)."""
+
+    def __init__(
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        prober: Prober | None = None,
+        clock: Clock | None = None,
+        progress_interval_s: float = 0.1,
+    ) -> None:
+        self._store = store
+        self._settings = settings
+        self._clock = clock or store.clock
+        self._prober = prober
+        self._owned_pool: Any = None
+        self._progress_interval_s = progress_interval_s
+        self._extensions = extension_set(settings.rules.extensions)
+        self._follow = settings.scanner.follow_symlinks
+        self._lock = threading.Lock()  # one scan at a time per Scanner (the pool is single-threaded)
+
+    # ------------------------------------------------------------------ lifecycle
+
+    def __enter__(self) -> Scanner:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    def close(self) -> None:
+        """Stop the probe pool this scanner started, if any."""
+        pool, self._owned_pool = self._owned_pool, None
+        if pool is not None:
+            pool.close()
+            if self._prober is pool:
+                self._prober = None
+
+    def _pool(self) -> Prober:
+        """The injected prober, or a ``ProbePool`` started now (the first time a file needs probing)."""
+        if self._prober is None:
+            from amphigory_tui.services.probe import ProbePool  # imports av: only when there is work for it
+
+            self._owned_pool = ProbePool.from_settings(self._settings.scanner)
+            self._prober = self._owned_pool
+        return self._prober
+
+    def _probe_stream(self, feed: Iterator[str]) -> Iterator[tuple[str, ProbeResult]]:
+        """Probe what ``feed`` yields; the pool is only started if it yields anything."""
+        first = next(feed, None)
+        if first is None:
+            return
+        yield from self._pool().probe_many(chain([first], feed))
+
+    # ------------------------------------------------------------------ checkpoint
+
+    def checkpoint(self) -> Checkpoint | None:
+        """The checkpoint an interrupted scan left, if any."""
+        text = self._store.state.get(CHECKPOINT_KEY)
+        return Checkpoint.from_json(text) if text else None
+
+    def resumable(self, roots: Sequence[str]) -> Checkpoint | None:
+        """The checkpoint a scan of these roots would resume from, if any."""
+        cp = self.checkpoint()
+        if cp is None or cp.roots != normalize_roots(roots) or cp.root_index >= len(cp.roots):
+            return None
+        return cp
+
+    def clear_checkpoint(self) -> None:
+        """Forget an interrupted scan (the next scan starts from the beginning)."""
+        self._store.state.delete(CHECKPOINT_KEY)
+
+    # ------------------------------------------------------------------ full scan
+
+    def scan(
+        self,
+        roots: Sequence[str] | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        on_progress: ProgressCallback | None = None,
+        resume: bool = True,
+    ) -> ScanSummary:
+        """Scan ``roots`` (default: ``[library] roots``), resuming an interrupted scan of the same roots."""
+        chosen = normalize_roots(roots if roots is not None else self._settings.library.roots)
+        if not chosen:
+            raise UsageError("no library roots: pass ROOT arguments or set [library] roots in the config file")
+        if not self._lock.acquire(blocking=False):
+            raise UsageError("a scan is already running")
+        try:
+            run = _ScanRun(
+                self, chosen, cancel or threading.Event(), on_progress, self.resumable(chosen) if resume else None
+            )
+            return run.execute()
+        finally:
+            self._lock.release()
+
+    # ------------------------------------------------------------------ re-evaluation
+
+    def reevaluate(
+        self,
+        roots: Sequence[str] | None = None,
+        *,
+        cancel: threading.Event | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> ReevaluateSummary:
+        """Run the rules again over the stored probes of present files (no probing); ``roots`` limits it."""
+        rules = self._settings.rules
+        prefixes = tuple(r.rstrip("/") + "/" for r in normalize_roots(roots)) if roots else None
+        started = self._clock.monotonic()
+        total = self._store.media.count()
+        files = need = 0
+        canceled = False
+        last_emit = started
+        for batch in self._store.media.iter_for_reevaluation():
+            if cancel is not None and cancel.is_set():
+                canceled = True
+                break
+            decisions: list[tuple[int, Decision]] = []
+            for media_id, path, size, probe in batch:
+                if prefixes is not None and not path.startswith(prefixes):
+                    continue
+                decision = decide(path, size, probe, rules)
+                decisions.append((media_id, decision))
+                need += decision.should_transcode
+            self._store.media.update_decisions(decisions)
+            files += len(decisions)
+            now = self._clock.monotonic()
+            if on_progress is not None and now - last_emit >= self._progress_interval_s:
+                last_emit = now
+                on_progress(_progress_for_reevaluate(files, total, now - started))
+        elapsed = self._clock.monotonic() - started
+        if on_progress is not None:
+            on_progress(_progress_for_reevaluate(files, total, elapsed, done=not canceled, canceled=canceled))
+        return ReevaluateSummary(files=files, need_transcoding=need, elapsed_s=elapsed, canceled=canceled)
+
+    # ------------------------------------------------------------------ single paths (watch mode)
+
+    def scan_paths(
+        self, paths: Iterable[str], *, roots: Sequence[str] | None = None, auto_queue: bool = False
+    ) -> list[FileOutcome]:
+        """Bring these paths up to date: probe new or changed media files, mark vanished ones (and folders) missing.
+
+        ``roots`` (default ``[library] roots``) says which root each file belongs to; paths outside them are
+        ignored. ``auto_queue`` queues a job for each new or changed file that needs transcoding.
+        """
+        chosen = normalize_roots(roots if roots is not None else self._settings.library.roots)
+        with self._lock:
+            return _scan_paths(self, chosen, list(paths), auto_queue)
+
+
+def _progress_for_reevaluate(
+    files: int, total: int, elapsed: float, *, done: bool = False, canceled: bool = False
+) -> ScanProgress:
+    """A ScanProgress for ``--reevaluate`` (only seen/total/rate mean something)."""
+    rate = files / elapsed if elapsed > 0 else 0.0
+    eta = (total - files) / rate if rate > 0 and total > files else None
+    return ScanProgress(
+        seen=files,
+        total_estimate=max(total, files),
+        probed=0,
+        added=0,
+        updated=0,
+        unchanged=0,
+        missing=0,
+        errors=0,
+        files_per_s=rate,
+        eta_s=eta,
+        current_dir="",
+        last_error=None,
+        done=done,
+        canceled=canceled,
+    )
+
+
+class _ScanRun:
+    """The state of one ``Scanner.scan`` call."""
+
+    def __init__(
+        self,
+        scanner: Scanner,
+        roots: tuple[str, ...],
+        cancel: threading.Event,
+        on_progress: ProgressCallback | None,
+        checkpoint: Checkpoint | None,
+    ) -> None:
+        self.s = scanner
+        self.store = scanner._store
+        self.rules = scanner._settings.rules
+        self.sc = scanner._settings.scanner
+        self.clock = scanner._clock
+        self.roots = roots
+        self.cancel = cancel
+        self.on_progress = on_progress
+        self.checkpoint = checkpoint
+        names = {f.name for f in fields(_Counts)}
+        self.c = _Counts(**{k: v for k, v in (checkpoint.counts if checkpoint else {}).items() if k in names})
+        self.seen_at_start = self.c.seen
+        self.errors: list[str] = []
+        self.last_error: str | None = None
+        self.current_dir = ""
+        # batch state
+        self.records: list[MediaRecord] = []
+        self.changed_ids: list[int] = []
+        self.missing_ids: list[int] = []
+        self.dirty = False
+        self.last_flush = self.clock.monotonic()
+        # progress
+        self.started = self.clock.monotonic()
+        self.last_emit = self.started - scanner._progress_interval_s
+        self.total_known = 0
+        self.counter: _Counter | None = None
+        # per root
+        self.root_index = 0
+        self.root = ""
+        self.window: deque[tuple[str, _InFlight | None]] = deque()
+        self.inflight: dict[str, _InFlight] = {}
+        self.frontier: str | None = None
+        self.skip_count: set[str] = set()
+
+    # ------------------------------------------------------------------ driver
+
+    def execute(self) -> ScanSummary:
+        """Scan every root from the checkpoint on; clear it and note the time when complete."""
+        cp = self.checkpoint
+        first = cp.root_index if cp else 0
+        knowns = self._load_known()
+        self.total_known = sum(sum(1 for k in known.values() if not k.missing) for known in knowns.values())
+        if self.total_known == 0:
+            self.counter = _Counter(self.roots[first:], self.s._extensions, self.s._follow)
+            self.counter.start()
+        self._emit(force=True)
+        canceled = False
+        try:
+            for index in range(first, len(self.roots)):
+                after = cp.last if cp and index == cp.root_index else None
+                if cp and index == cp.root_index:
+                    self.skip_count = set(cp.done_after)
+                if not self._scan_root(index, knowns.pop(self.roots[index]), after):
+                    canceled = True
+                    break
+        finally:
+            if self.counter is not None:
+                self.counter.stop.set()
+        if not canceled:
+            self.store.state.delete(CHECKPOINT_KEY)
+            self.store.state.set(LAST_SCAN_KEY, repr(self.clock.now()))
+        self._emit(force=True, done=not canceled, canceled=canceled)
+        return ScanSummary(
+            roots=self.roots,
+            seen=self.c.seen,
+            probed=self.c.probed,
+            added=self.c.added,
+            updated=self.c.updated,
+            unchanged=self.c.unchanged,
+            missing=self.c.missing,
+            probe_errors=self.c.probe_errors,
+            walk_errors=self.c.walk_errors,
+            need_transcoding=self.store.media.count_candidates(self.roots),
+            elapsed_s=self.clock.monotonic() - self.started,
+            canceled=canceled,
+            resumed_from=cp.position if cp else None,
+            last_error=self.last_error,
+            errors=tuple(self.errors),
+        )
+
+    def _load_known(self) -> dict[str, dict[str, KnownFile]]:
+        """What the database remembers of each root (one query per root)."""
+        return {root: self.store.media.known(root) for root in self.roots}
+
+    def _scan_root(self, index: int, known: dict[str, KnownFile], after: str | None) -> bool:
+        """Scan one root from ``after`` on; False when canceled."""
+        self.root_index = index
+        self.root = self.roots[index]
+        self.window.clear()
+        self.inflight.clear()
+        self.frontier = after
+        keys = sorted((_key(p), p) for p in known)
+        start = bisect_right(keys, (_key(after), "\U0010ffff")) if after is not None else 0
+        feed = self._feed(known, keys, start, after)
+        for path, probe in self.s._probe_stream(feed):
+            self._on_probed(path, probe)
+            self._maybe_flush()
+        if self.cancel.is_set():
+            self._flush(self.root_index, self.frontier)
+            return False
+        self._flush(index + 1, None)
+        self.skip_count = set()
+        return True
+
+    def _feed(
+        self, known: dict[str, KnownFile], keys: list[tuple[str, str]], start: int, after: str | None
+    ) -> Iterator[str]:
+        """Walk the root; handle unchanged and vanished files here; yield the paths that need a probe."""
+        ki, kn = start, len(keys)
+        seen_in_root = 0
+        cancel = self.cancel
+        for path, size, mtime_ns in walk_media(
+            self.root,
+            self.s._extensions,
+            follow_symlinks=self.s._follow,
+            after=after,
+            on_dir=self._on_dir,
+            on_error=self._on_walk_error,
+            cancel=cancel,
+        ):
+            seen_in_root += 1
+            if ki < kn:
+                key = _key(path)
+                while ki < kn and keys[ki][0] < key:
+                    self._maybe_missing(known[keys[ki][1]], keys[ki][1])
+                    ki += 1
+                if ki < kn and keys[ki][0] == key:
+                    ki += 1
+            counted = path not in self.skip_count if self.skip_count else True
+            if counted:
+                self.c.seen += 1
+            k = known.get(path)
+            if k is not None and not k.missing and k.size_bytes == size and k.mtime_ns == mtime_ns:
+                if counted:
+                    self.c.unchanged += 1
+                self._done(path, None)
+            else:
+                item = _InFlight(size, mtime_ns, k)
+                self.inflight[path] = item
+                self.window.append((path, item))
+                yield path
+            self._maybe_flush()
+            self._emit()
+            if cancel.is_set():
+                return
+        if cancel.is_set():
+            return
+        # The walk is complete: every recorded path it did not reach is gone, unless the root looks unmounted.
+        if seen_in_root == 0 and after is None and any(not known[p].missing for _, p in keys[ki:]):
+            self._on_walk_error(
+                self.root,
+                f"library root {self.root} has no media files but the database knows some: not marking them "
+                "missing (is it mounted?)",
+            )
+            return
+        for _, p in keys[ki:]:
+            self._maybe_missing(known[p], p)
+
+    def _done(self, path: str, item: _InFlight | None) -> None:
+        """A file is fully handled: move the frontier over every finished file at the head of the window."""
+        if item is None and not self.window:
+            self.frontier = path
+            return
+        if item is not None:
+            item.done = True
+        else:
+            self.window.append((path, None))
+        window = self.window
+        while window and (window[0][1] is None or window[0][1].done):
+            self.frontier = window.popleft()[0]
+
+    def _maybe_missing(self, k: KnownFile, path: str) -> None:
+        """A recorded file the walk passed without seeing: mark it missing if it is really gone."""
+        if k.missing or not is_gone(path):
+            return
+        self.missing_ids.append(k.id)
+        self.c.missing += 1
+        self.dirty = True
+
+    def _on_probed(self, path: str, probe: ProbeResult) -> None:
+        """A probe came back: decide, queue the record for the next commit."""
+        item = self.inflight.pop(path)
+        decision = decide(path, item.size, probe, self.rules)
+        self.records.append(MediaRecord(path, self.root, item.size, item.mtime_ns, probe, decision))
+        counted = path not in self.skip_count if self.skip_count else True
+        if counted:
+            self.c.probed += 1
+            if item.known is None:
+                self.c.added += 1
+            else:
+                self.c.updated += 1
+            if probe.error is not None:
+                self.c.probe_errors += 1
+        if item.known is not None and not item.known.missing:
+            self.changed_ids.append(item.known.id)
+        if probe.error is not None:
+            self._note_error(f"{path}: {probe.error}")
+        self.dirty = True
+        self._done(path, item)
+
+    # ------------------------------------------------------------------ batches
+
+    def _maybe_flush(self) -> None:
+        """Commit when the batch is full or old enough (an unchanged-only stretch checkpoints by time only)."""
+        pending = len(self.records) + len(self.missing_ids)
+        if pending >= self.sc.batch_size or (
+            (self.dirty or self.frontier is not None)
+            and self.clock.monotonic() - self.last_flush >= self.sc.batch_interval_s
+        ):
+            self._flush(self.root_index, self.frontier)
+
+    def _flush(self, root_index: int, last: str | None) -> None:
+        """Cancel jobs of changed/vanished files, write the batch, then move the checkpoint (each step idempotent)."""
+        jobs, media = self.store.jobs, self.store.media
+        # Jobs first: if we die after the rows are written, a rerun sees the file as unchanged and would never
+        # cancel its stale job; the other way round, a rerun simply cancels again (nothing left to cancel).
+        if self.changed_ids:
+            jobs.cancel_for_media(self.changed_ids, CHANGED_REASON)
+        if self.missing_ids:
+            jobs.cancel_for_media(self.missing_ids, MISSING_REASON)
+            media.mark_missing(self.missing_ids)
+        if self.records:
+            media.upsert(self.records)
+        done_after = (
+            tuple(p for p, item in self.window if item is None or item.done) if root_index == self.root_index else ()
+        )
+        cp = Checkpoint(self.roots, root_index, last, asdict_counts(self.c), done_after)
+        self.store.state.set(CHECKPOINT_KEY, cp.to_json())
+        self.records = []
+        self.changed_ids = []
+        self.missing_ids = []
+        self.dirty = False
+        self.last_flush = self.clock.monotonic()
+
+    # ------------------------------------------------------------------ progress
+
+    def _on_dir(self, folder: str) -> None:
+        self.current_dir = folder
+
+    def _on_walk_error(self, path: str, message: str) -> None:
+        self.c.walk_errors += 1
+        self._note_error(message)
+
+    def _note_error(self, message: str) -> None:
+        self.last_error = message
+        if len(self.errors) < _ERROR_SAMPLES:
+            self.errors.append(message)
+
+    def _emit(self, *, force: bool = False, done: bool = False, canceled: bool = False) -> None:
+        """Report progress, at most every ``progress_interval_s`` unless forced."""
+        if self.on_progress is None:
+            return
+        now = self.clock.monotonic()
+        if not force and now - self.last_emit < self.s._progress_interval_s:
+            return
+        self.last_emit = now
+        elapsed = now - self.started
+        run_seen = self.c.seen - self.seen_at_start
+        rate = run_seen / elapsed if elapsed > 0 else 0.0
+        counted = self.counter.count if self.counter is not None else 0
+        total = max(self.total_known, counted, self.c.seen)
+        eta = (total - self.c.seen) / rate if rate > 0 and total > self.c.seen and not done else None
+        self.on_progress(
+            ScanProgress(
+                seen=self.c.seen,
+                total_estimate=total,
+                probed=self.c.probed,
+                added=self.c.added,
+                updated=self.c.updated,
+                unchanged=self.c.unchanged,
+                missing=self.c.missing,
+                errors=self.c.probe_errors + self.c.walk_errors,
+                files_per_s=rate,
+                eta_s=eta,
+                current_dir=self.current_dir,
+                last_error=self.last_error,
+                done=done,
+                canceled=canceled,
+                resumed=self.checkpoint is not None,
+            )
+        )
+
+
+def asdict_counts(c: _Counts) -> dict[str, int]:
+    """The counts as a plain dict (for the checkpoint)."""
+    return {f.name: getattr(c, f.name) for f in fields(c)}
+
+
+# --------------------------------------------------------------------------------------------------- scan_paths
+
+
+def _root_of(path: str, roots: Sequence[str]) -> str | None:
+    """The library root that holds ``path``, if any."""
+    for root in roots:
+        if path.startswith(root.rstrip("/") + "/"):
+            return root
+    return None
+
+
+def _scan_paths(scanner: Scanner, roots: tuple[str, ...], paths: list[str], auto_queue: bool) -> list[FileOutcome]:
+    """``Scanner.scan_paths`` without the lock."""
+    store = scanner._store
+    rules = scanner._settings.rules
+    exts = scanner._extensions
+    follow = scanner._follow
+    outcomes: list[FileOutcome] = []
+    to_probe: dict[str, tuple[str, int, int, KnownFile | None]] = {}
+    missing: list[tuple[str, KnownFile]] = []
+
+    def consider(path: str, root: str, size: int, mtime_ns: int) -> None:
+        current = store.media.get_by_path(path)
+        k = (
+            KnownFile(current.id, current.size_bytes, current.mtime_ns, current.missing)
+            if current is not None
+            else None
+        )
+        if k is not None and not k.missing and k.size_bytes == size and k.mtime_ns == mtime_ns:
+            outcomes.append(FileOutcome(path, "unchanged", current.reason if current else "", media_id=k.id))
+            return
+        to_probe[path] = (root, size, mtime_ns, k)
+
+    for raw in paths:
+        path = os.path.normpath(raw)
+        root = _root_of(path, roots)
+        if root is None:
+            outcomes.append(FileOutcome(path, "ignored", "outside the library roots"))
+            continue
+        try:
+            st = os.stat(path) if follow else os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            st = None
+        except OSError as exc:
+            outcomes.append(FileOutcome(path, "ignored", f"cannot stat: {exc.strerror or exc}"))
+            continue
+        if st is None:
+            gone = {path: k for path, k in store.media.known_under(path).items() if not k.missing}
+            current = store.media.get_by_path(path)
+            if current is not None and not current.missing:
+                gone[path] = KnownFile(current.id, current.size_bytes, current.mtime_ns, False)
+            missing.extend((p, k) for p, k in gone.items() if is_gone(p))
+            continue
+        if stat.S_ISDIR(st.st_mode):
+            for fpath, size, mtime_ns in walk_media(path, exts, follow_symlinks=follow):
+                consider(fpath, root, size, mtime_ns)
+            continue
+        name = os.path.basename(path)
+        dot = name.rfind(".")
+        if not stat.S_ISREG(st.st_mode) or dot < 0 or name[dot + 1 :].lower() not in exts:
+            outcomes.append(FileOutcome(path, "ignored", "not a media file"))
+            continue
+        consider(path, root, st.st_size, st.st_mtime_ns)
+
+    if missing:
+        missing_ids = [k.id for _, k in missing]
+        store.jobs.cancel_for_media(missing_ids, MISSING_REASON)
+        store.media.mark_missing(missing_ids)
+        outcomes.extend(FileOutcome(p, "missing", "missing from disk", media_id=k.id) for p, k in missing)
+    if not to_probe:
+        return outcomes
+    records: list[MediaRecord] = []
+    for path, probe in scanner._pool().probe_many(list(to_probe)):
+        root, size, mtime_ns, _k = to_probe[path]
+        records.append(MediaRecord(path, root, size, mtime_ns, probe, decide(path, size, probe, rules)))
+    changed = [k.id for _r, _s, _m, k in to_probe.values() if k is not None and not k.missing]
+    if changed:
+        store.jobs.cancel_for_media(changed, CHANGED_REASON)
+    ids = store.media.upsert(records)
+    for record in sorted(records, key=lambda r: _key(r.path)):
+        k = to_probe[record.path][3]
+        media_id = ids.get(record.path)
+        queued = False
+        if auto_queue and media_id is not None and record.decision.should_transcode and record.probe.error is None:
+            queued = _queue_one(store, media_id, record)
+        outcomes.append(
+            FileOutcome(
+                record.path,
+                "added" if k is None else "updated",
+                record.decision.reason,
+                record.decision.should_transcode,
+                media_id,
+                queued,
+            )
+        )
+    return outcomes
+
+
+def _queue_one(store: Store, media_id: int, record: MediaRecord) -> bool:
+    """Queue one transcode job for a new candidate; False when it already has a live job."""
+    try:
+        store.jobs.create(
+            record.path,
+            media_file_id=media_id,
+            priority=record.decision.priority,
+            source_size=record.size_bytes,
+            source_mtime_ns=record.mtime_ns,
+        )
+    except UsageError:
+        return False
+    return True

@@ -1,0 +1,211 @@
+"""Watch mode: new, changed and deleted media files under the library roots are picked up while amphigory runs.
+
+``LibraryWatcher.run()`` is an anyio coroutine, so ``amphigory scan --watch``, ``amphigory worker`` and the TUI run
+the same code. watchfiles (inotify) says *something* changed; a file is only probed once its size and mtime have
+stayed the same for ``scanner.watch_hold_s`` (a download or a copy in progress keeps growing, and a half-copied file
+would be probed as truncated). Deleted files and folders are marked missing at once and their queued jobs canceled.
+A folder moved in whole produces one event for the folder only, so added folders are walked. The database work runs
+in a worker thread through ``Scanner.scan_paths``.
+"""
+
+from __future__ import annotations
+
+import os
+import stat
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+import anyio
+import anyio.to_thread
+from anyio.abc import TaskStatus
+from watchfiles import Change, awatch
+
+from amphigory_tui.config import DEFAULT_EXTENSIONS, Settings
+from amphigory_tui.domain.events import LogRecord
+from amphigory_tui.services.scanner import FileOutcome, Scanner, check_roots, extension_set, walk_media
+
+
+@dataclass(slots=True)
+class _Pending:
+    """A file seen changing, waiting for its size to settle."""
+
+    size: int
+    mtime_ns: int
+    since: float
+
+
+def describe(outcome: FileOutcome) -> LogRecord:
+    """A log line for one watch-mode outcome."""
+    queued = " (queued)" if outcome.queued else ""
+    level = "warning" if outcome.reason.startswith("probe error") else "info"
+    return LogRecord(level=level, message=f"watch: {outcome.outcome} {outcome.path}: {outcome.reason}{queued}")
+
+
+class LibraryWatcher:
+    """Keeps ``media_files`` up to date from file-system events until stopped (module docstring)."""
+
+    def __init__(
+        self,
+        scanner: Scanner,
+        roots: Sequence[str],
+        *,
+        hold_s: float = 5.0,
+        follow_symlinks: bool = False,
+        extensions: Sequence[str] = DEFAULT_EXTENSIONS,
+        auto_queue: bool = False,
+        on_outcome: Callable[[FileOutcome], None] | None = None,
+        on_event: Callable[[LogRecord], None] | None = None,
+        tick_s: float = 0.5,
+        catch_up: bool = False,
+    ) -> None:
+        self._scanner = scanner
+        self.roots = check_roots(roots)
+        self.hold_s = hold_s
+        self._follow = follow_symlinks
+        self._extensions = extension_set(extensions)
+        self.auto_queue = auto_queue
+        self._on_outcome = on_outcome
+        self._on_event = on_event
+        self._tick_ms = max(50, int(tick_s * 1000))
+        self._catch_up = catch_up
+        self._pending: dict[str, _Pending] = {}
+        self._gone: set[str] = set()
+
+    @classmethod
+    def from_settings(
+        cls,
+        scanner: Scanner,
+        settings: Settings,
+        roots: Sequence[str] | None = None,
+        *,
+        on_outcome: Callable[[FileOutcome], None] | None = None,
+        on_event: Callable[[LogRecord], None] | None = None,
+        catch_up: bool = False,
+    ) -> LibraryWatcher:
+        """A watcher of ``roots`` (default ``[library] roots``) configured by ``[scanner]`` and ``[rules]``."""
+        sc = settings.scanner
+        return cls(
+            scanner,
+            roots if roots is not None else settings.library.roots,
+            hold_s=sc.watch_hold_s,
+            follow_symlinks=sc.follow_symlinks,
+            extensions=settings.rules.extensions,
+            auto_queue=sc.auto_queue,
+            on_outcome=on_outcome,
+            on_event=on_event,
+            catch_up=catch_up,
+        )
+
+    @property
+    def pending(self) -> tuple[str, ...]:
+        """Paths waiting for their size to settle."""
+        return tuple(self._pending)
+
+    async def run(
+        self, stop: anyio.Event | None = None, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
+    ) -> None:
+        """Watch until ``stop`` is set (or the task is canceled); ``task_status.started()`` once events flow."""
+        stop = stop or anyio.Event()
+        started = False
+        async for changes in awatch(
+            *self.roots,
+            watch_filter=None,
+            stop_event=stop,
+            debounce=max(self._tick_ms, 200),
+            step=50,
+            rust_timeout=self._tick_ms,
+            yield_on_timeout=True,
+            recursive=True,
+            ignore_permission_denied=True,
+        ):
+            if not started:
+                # The first yield (a timeout tick or an event) proves the watches are in place.
+                started = True
+                task_status.started()
+                if self._catch_up:
+                    await anyio.to_thread.run_sync(self._scanner.scan, self.roots)
+            for change, path in changes:
+                self._note(change, path)
+            await self._settle()
+        if not started:
+            task_status.started()
+
+    # ------------------------------------------------------------------ internals
+
+    def _is_media(self, path: str) -> bool:
+        name = os.path.basename(path)
+        dot = name.rfind(".")
+        return dot >= 0 and name[dot + 1 :].lower() in self._extensions
+
+    def _note(self, change: Change, path: str) -> None:
+        """Record one event: a deletion now, a new or changed file once it stops growing."""
+        if change == Change.deleted:
+            self._pending.pop(path, None)
+            self._gone.add(path)
+            return
+        try:
+            st = os.stat(path) if self._follow else os.lstat(path)
+        except (FileNotFoundError, NotADirectoryError):
+            self._pending.pop(path, None)
+            self._gone.add(path)
+            return
+        except OSError:
+            return
+        if stat.S_ISDIR(st.st_mode):
+            # A folder moved in whole: its files produce no events of their own.
+            for fpath, size, mtime_ns in walk_media(path, self._extensions, follow_symlinks=self._follow):
+                self._hold(fpath, size, mtime_ns)
+        elif stat.S_ISREG(st.st_mode) and self._is_media(path):
+            self._hold(path, st.st_size, st.st_mtime_ns)
+
+    def _hold(self, path: str, size: int, mtime_ns: int) -> None:
+        """(Re)start the hold timer of a file unless it is already waiting with the same size and mtime."""
+        self._gone.discard(path)
+        current = self._pending.get(path)
+        if current is None or (current.size, current.mtime_ns) != (size, mtime_ns):
+            self._pending[path] = _Pending(size, mtime_ns, anyio.current_time())
+
+    async def _settle(self) -> None:
+        """Hand files whose size held still, and deleted paths, to the scanner."""
+        now = anyio.current_time()
+        ready: list[str] = []
+        for path, item in list(self._pending.items()):
+            try:
+                st = os.stat(path) if self._follow else os.lstat(path)
+            except (FileNotFoundError, NotADirectoryError):
+                del self._pending[path]
+                self._gone.add(path)
+                continue
+            except OSError:
+                continue
+            if (st.st_size, st.st_mtime_ns) != (item.size, item.mtime_ns):
+                self._pending[path] = _Pending(st.st_size, st.st_mtime_ns, now)
+            elif now - item.since >= self.hold_s:
+                del self._pending[path]
+                ready.append(path)
+        gone = _outermost(self._gone)
+        self._gone.clear()
+        if not ready and not gone:
+            return
+        outcomes = await anyio.to_thread.run_sync(self._apply, sorted(ready) + gone)
+        for outcome in outcomes:
+            if outcome.outcome in ("unchanged", "ignored"):
+                continue
+            if self._on_outcome is not None:
+                self._on_outcome(outcome)
+            if self._on_event is not None:
+                self._on_event(describe(outcome))
+
+    def _apply(self, paths: list[str]) -> list[FileOutcome]:
+        """Runs in a worker thread: the scanner's database and probe work."""
+        return self._scanner.scan_paths(paths, roots=self.roots, auto_queue=self.auto_queue)
+
+
+def _outermost(paths: set[str]) -> list[str]:
+    """Deleted paths without the ones inside another deleted path (``rm -rf`` reports every file)."""
+    out: list[str] = []
+    for path in sorted(paths, key=lambda p: p.replace("/", "\0")):
+        if out and path.startswith(out[-1].rstrip("/") + "/"):
+            continue
+        out.append(path)
+    return out
