@@ -22,7 +22,8 @@ from watchfiles import Change, awatch
 
 from amphigory_tui.config import DEFAULT_EXTENSIONS, Settings
 from amphigory_tui.domain.events import LogRecord
-from amphigory_tui.services.scanner import FileOutcome, Scanner, check_roots, extension_set, walk_media
+from amphigory_tui.services.scanner import FileOutcome, Scanner
+from amphigory_tui.services.walk import check_roots, extension_set, walk_media
 
 
 @dataclass(slots=True)
