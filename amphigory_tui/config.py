@@ -87,6 +87,9 @@ class WorkersSettings:
     stall_timeout_s: int = _spec(300, "A job whose progress has not moved for this long is stalled.", lo=1, hi=86400)
     kill_grace_s: float = _spec(8.0, "Seconds between SIGTERM and SIGKILL when stopping a tool.", lo=0, hi=60)
     poll_interval_s: float = _spec(2.0, "Seconds an idle worker waits before asking for a job again.", lo=0.01, hi=60)
+    stall_check_interval_s: float = _spec(
+        60.0, "Seconds between the checks for stalled jobs and dead workers every amphigory runs.", lo=0.1, hi=3600
+    )
 
 
 @dataclass(frozen=True)

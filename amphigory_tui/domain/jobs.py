@@ -205,3 +205,29 @@ class RecoveryReport:
     temp_bytes_removed: int = 0
     replaces_finished: int = 0
     replaces_rolled_back: int = 0
+    # Added by the lifecycle work (services/recovery.py):
+    orphaned_canceled: int = 0
+    stalled_failed: int = 0
+    stale_locks_removed: int = 0
+    workers_pruned: int = 0
+    scan_interrupted: bool = False
+    notes: tuple[str, ...] = ()
+    """Warnings a human should read (e.g. why temp cleanup was refused)."""
+
+    @property
+    def changed(self) -> bool:
+        """Whether the pass changed anything at all (running recovery again changes nothing)."""
+        return any(
+            (
+                self.orphaned_requeued,
+                self.orphaned_failed,
+                self.orphaned_canceled,
+                self.paused_resumed,
+                self.stalled_requeued,
+                self.stalled_failed,
+                self.killed_processes,
+                self.temp_files_removed,
+                self.replaces_finished,
+                self.replaces_rolled_back,
+            )
+        )

@@ -1,0 +1,551 @@
+"""Startup recovery and the periodic checks: orphans, leftover tools, half-done replaces, paused jobs, temp files.
+
+``recover`` runs at every start (headless worker, TUI) and on demand (``amphigory recover``), in this order:
+
+1. kill HandBrakeCLI/makemkvcon processes left running by a dead amphigory on this host (recorded pid + start
+   ticks, so a recycled pid is never hit);
+2. orphaned running jobs of dead owners -> queued (their attempt was counted at claim time) or failed
+   "abandoned after restart (max retries exceeded)"; a pending cancel request -> canceled;
+3. half-done replaces (the upload stage's intent records) are finished or rolled back;
+4. jobs paused by a shutdown -> queued (a user's hold stays paused: only the user releases it);
+5. every file under work_dir that no live job owns is removed; nothing outside work_dir is ever deleted, symlinks
+   are never followed, and the database's own files are never touched even when they live inside work_dir;
+6. lock files of dead processes are removed.
+
+"Dead" is exact on this host (the owner's flock can be taken, see ``locks.py``) and "heartbeat older than the stall
+timeout" for other hosts, so a job whose owner is alive is never touched. Every step is idempotent: a second run
+finds nothing to do. ``periodic_check`` is what every running amphigory does once a minute: the same orphan step,
+plus running jobs whose heartbeat is older than stall_timeout (owner dead, or alive but frozen) go through
+``JobStore.fail`` with the old owner's id (a compare-and-set: an owner that wakes up first wins).
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+import signal
+import stat
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import anyio
+
+from amphigory_tui import paths
+from amphigory_tui.config import Settings
+from amphigory_tui.domain.errors import StaleLease
+from amphigory_tui.domain.jobs import Job, RecoveryReport
+from amphigory_tui.services.locks import Liveness, ProcessLock, cleanup_stale_locks, current_lock
+from amphigory_tui.services.proc import is_same_process
+from amphigory_tui.services.runtime import Services
+
+__all__ = [
+    "SCAN_CHECKPOINT_KEYS",
+    "TempCleanup",
+    "build_liveness",
+    "clean_work_dir",
+    "kill_leftovers",
+    "periodic_check",
+    "recover",
+    "run_periodic_checks",
+    "summarize",
+]
+
+log = logging.getLogger(__name__)
+
+SCAN_CHECKPOINT_KEYS = ("scan.checkpoint",)
+"""system_state keys whose presence means a scan was interrupted and ``amphigory scan`` will resume it."""
+
+_POLL_S = 0.05
+_LEFTOVER_GRACE_S = 3.0
+ReplaceRecovery = Callable[[Services], tuple[int, int]]
+"""Finishes or rolls back half-done replaces; returns ``(finished, rolled_back)``."""
+
+
+# ---------------------------------------------------------------------------------------------------- liveness
+def build_liveness(services: Services, *, lock: ProcessLock | None = None, lock_dir: Path | None = None) -> Liveness:
+    """A liveness snapshot: every worker's newest sign of life (worker row or job heartbeat), locks on this host."""
+    heartbeats: dict[str, float] = {}
+    for worker in services.store.workers.list_workers():
+        heartbeats[worker.id] = worker.last_seen
+    for job in services.store.jobs.running():
+        if job.worker_id and job.last_heartbeat is not None:
+            heartbeats[job.worker_id] = max(heartbeats.get(job.worker_id, job.last_heartbeat), job.last_heartbeat)
+    return Liveness(
+        now=services.clock.now(),
+        stall_timeout_s=float(services.settings.workers.stall_timeout_s),
+        heartbeats=heartbeats,
+        lock_dir=lock_dir or paths.lock_dir(),
+        own=lock if lock is not None else current_lock(),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- leftovers
+def kill_leftovers(jobs: Iterable[Job], liveness: Liveness, *, grace_s: float = _LEFTOVER_GRACE_S) -> int:
+    """End the recorded child processes of these jobs (this host only; TERM, then KILL); returns how many.
+
+    A pid is signalled only while it is still the very process that was recorded (same start ticks), so a pid the
+    kernel recycled for something else is never hit.
+    """
+    targets = [
+        (job.child_pid, job.child_start_ticks)
+        for job in jobs
+        if liveness.is_local(job.worker_id) and job.child_pid and job.child_start_ticks is not None
+    ]
+    return kill_processes([(pid, ticks) for pid, ticks in targets if pid is not None], grace_s=grace_s)
+
+
+def kill_processes(targets: list[tuple[int, int]], *, grace_s: float = _LEFTOVER_GRACE_S) -> int:
+    """TERM (then KILL after ``grace_s``) each ``(pid, start_ticks)`` that is still that process; returns how many."""
+    live = [(pid, ticks) for pid, ticks in dict.fromkeys(targets) if is_same_process(pid, ticks)]
+    for pid, _ticks in live:
+        _signal_tool(pid, signal.SIGTERM)
+        # A SIGSTOPped tool keeps SIGTERM pending until it runs again.
+        _signal_tool(pid, signal.SIGCONT)
+    deadline = time.monotonic() + grace_s
+    waiting = list(live)
+    while waiting and time.monotonic() < deadline:
+        time.sleep(_POLL_S)
+        waiting = [(pid, ticks) for pid, ticks in waiting if is_same_process(pid, ticks)]
+    for pid, ticks in waiting:
+        if is_same_process(pid, ticks):
+            _signal_tool(pid, signal.SIGKILL)
+    for pid, _ticks in live:
+        log.info("recovery: ended leftover tool process %d", pid)
+    return len(live)
+
+
+def _signal_tool(pid: int, sig: int) -> None:
+    """Signal a tool's process group when it leads one (ours always do), else the process alone."""
+    try:
+        if os.getpgid(pid) == pid:
+            os.killpg(pid, sig)
+        else:
+            os.kill(pid, sig)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+# ---------------------------------------------------------------------------------------------------- temp files
+@dataclass(frozen=True)
+class TempCleanup:
+    """What a work-dir cleanup removed, or why it refused to run."""
+
+    files: int = 0
+    bytes: int = 0
+    dirs: int = 0
+    refused: str | None = None
+
+
+@dataclass(frozen=True)
+class _Entry:
+    parts: tuple[str, ...]
+    is_dir: bool
+    dev: int
+    ino: int
+    size: int
+    mtime_ns: int
+
+
+def _inside(path: Path, root: Path) -> bool:
+    return path == root or root in path.parents
+
+
+def _protected_files(services: Services) -> set[Path]:
+    """The database's own files (SQLite main file, WAL, shared memory, rollback journal)."""
+    db = services.store.engines.sqlite_path()
+    if db is None:
+        return set()
+    real = Path(os.path.realpath(db))
+    names = {real, Path(str(real) + "-wal"), Path(str(real) + "-shm"), Path(str(real) + "-journal")}
+    return names | {Path(str(db) + suffix) for suffix in ("", "-wal", "-shm", "-journal")}
+
+
+def _refusal(work: Path, settings: Settings) -> str | None:
+    """Why cleaning ``work`` could delete files that are not ours (the work dir holds user data), if it could."""
+    if work == Path(work.anchor):
+        return f"work_dir {work} is a filesystem root"
+    guarded = [Path.home(), paths.config_dir(), *map(Path, settings.library.roots)]
+    if settings.paths.backup_dir:
+        guarded.append(Path(settings.paths.backup_dir))
+    for other in guarded:
+        real = Path(os.path.realpath(other))
+        if _inside(real, work):
+            return (
+                f"work_dir {work} contains {real}; temp files were not cleaned "
+                "(set [paths] work_dir to a folder of its own)"
+            )
+    return None
+
+
+def _walk(work: Path, skip_dirs: set[Path], skip_files: set[Path]) -> Iterator[_Entry]:
+    """Every entry under ``work`` (bottom-up), never following a symlink, never entering ``skip_dirs``."""
+    for dirpath, dirnames, filenames, dir_fd in os.fwalk(work, topdown=True, follow_symlinks=False):
+        here = Path(dirpath)
+        rel = here.relative_to(work).parts
+        for name in list(dirnames):
+            if here / name in skip_dirs:
+                dirnames.remove(name)
+        for name in filenames + dirnames:
+            if here / name in skip_files:
+                continue
+            try:
+                st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
+            except FileNotFoundError:
+                continue
+            is_dir = stat.S_ISDIR(st.st_mode)
+            # Only regular files count toward the bytes freed (a symlink's size is its target's name).
+            size = st.st_size if stat.S_ISREG(st.st_mode) else 0
+            yield _Entry((*rel, name), is_dir, st.st_dev, st.st_ino, size, st.st_mtime_ns)
+
+
+def _open_parent(work_fd: int, parts: tuple[str, ...]) -> int:
+    """Open the directory holding ``parts`` relative to the work dir, refusing any symlink on the way."""
+    fd = os.dup(work_fd)
+    try:
+        for part in parts[:-1]:
+            nxt = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=fd)
+            os.close(fd)
+            fd = nxt
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
+def _owned_roots(jobs: Iterable[Job], work: Path) -> set[tuple[str, ...]]:
+    """Relative paths under ``work`` that live jobs own: their temp path and their ``job-<id>…`` folders."""
+    owned: set[tuple[str, ...]] = set()
+    ids = set()
+    for job in jobs:
+        ids.add(job.id)
+        if job.temp_path:
+            real = Path(os.path.realpath(job.temp_path))
+            if _inside(real, work) and real != work:
+                owned.add(real.relative_to(work).parts)
+    try:
+        names = os.listdir(work)
+    except OSError:
+        names = []
+    for name in names:
+        # The pipeline's per-job folders: job-<id>, job-<id>-<anything>, job-<id>.<anything>.
+        if name.startswith("job-"):
+            digits = name[4:].split("-", 1)[0].split(".", 1)[0]
+            if digits.isdigit() and int(digits) in ids:
+                owned.add((name,))
+    return owned
+
+
+def _is_owned(parts: tuple[str, ...], owned: set[tuple[str, ...]]) -> bool:
+    """Whether ``parts`` is an owned path, inside one, or an ancestor of one (whose folder must stay)."""
+    for root in owned:
+        n = min(len(root), len(parts))
+        if parts[:n] == root[:n]:
+            return True
+    return False
+
+
+def clean_work_dir(
+    services: Services,
+    live_jobs: Callable[[], list[Job]],
+    *,
+    work_dir: Path | None = None,
+    extra_protected: Iterable[Path] = (),
+) -> TempCleanup:
+    """Remove every file under work_dir that no live job owns; returns the counts (or why it refused).
+
+    ``live_jobs`` is called twice, after the walk and again right before deleting, so a job claimed while we
+    looked is protected too; every file is re-checked (same inode, size, mtime) right before it is unlinked,
+    through directory descriptors opened without following symlinks: nothing outside work_dir can be reached.
+    """
+    configured = work_dir or services.settings.work_dir
+    if not configured.exists():
+        return TempCleanup()
+    work = Path(os.path.realpath(configured))
+    refused = _refusal(work, services.settings)
+    if refused:
+        log.warning("recovery: %s", refused)
+        return TempCleanup(refused=refused)
+    protected = {Path(os.path.realpath(p)) for p in (*_protected_files(services), *extra_protected)}
+    protected |= _protected_files(services)
+    lock_dir = Path(os.path.realpath(paths.lock_dir()))
+    skip_dirs = {lock_dir} | {p for p in protected if p.is_dir()}
+    protected_ids: set[tuple[int, int]] = set()
+    for p in protected:
+        try:
+            st = os.stat(p)
+        except OSError:
+            continue
+        protected_ids.add((st.st_dev, st.st_ino))
+    entries = [e for e in _walk(work, skip_dirs, protected) if (e.dev, e.ino) not in protected_ids]
+    if not entries:
+        return TempCleanup()
+    owned = _owned_roots(live_jobs(), work)
+    owned |= _owned_roots(live_jobs(), work)
+    files = removed_bytes = dirs = 0
+    work_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
+    try:
+        # Files first, then folders deepest first (an emptied folder goes too; a non-empty one stays).
+        ordered = [e for e in entries if not e.is_dir] + sorted(
+            (e for e in entries if e.is_dir), key=lambda e: len(e.parts), reverse=True
+        )
+        for entry in ordered:
+            if _is_owned(entry.parts, owned):
+                continue
+            try:
+                parent = _open_parent(work_fd, entry.parts)
+            except OSError:
+                continue
+            try:
+                name = entry.parts[-1]
+                st = os.stat(name, dir_fd=parent, follow_symlinks=False)
+                if (st.st_dev, st.st_ino) != (entry.dev, entry.ino):
+                    continue
+                if entry.is_dir:
+                    os.rmdir(name, dir_fd=parent)
+                    dirs += 1
+                else:
+                    size_now = st.st_size if stat.S_ISREG(st.st_mode) else 0
+                    if (size_now, st.st_mtime_ns) != (entry.size, entry.mtime_ns):
+                        continue  # something is writing it right now: not a leftover
+                    os.unlink(name, dir_fd=parent)
+                    files += 1
+                    removed_bytes += entry.size
+            except OSError:
+                continue
+            finally:
+                os.close(parent)
+    finally:
+        os.close(work_fd)
+    if files or dirs:
+        log.info("recovery: removed %d temp files (%s) and %d folders from %s", files, _size(removed_bytes), dirs, work)
+    return TempCleanup(files=files, bytes=removed_bytes, dirs=dirs)
+
+
+# ---------------------------------------------------------------------------------------------------- the passes
+def _live_jobs(services: Services, liveness: Liveness) -> list[Job]:
+    """Running jobs whose owner is alive (their files are theirs)."""
+    return [j for j in services.store.jobs.running() if j.worker_id and liveness.is_alive(j.worker_id)]
+
+
+def _default_replace_recovery(services: Services) -> tuple[int, int]:
+    """The upload stage's ``services.replace.recover_replaces`` when it exists, else nothing to do."""
+    try:
+        module = importlib.import_module("amphigory_tui.services.replace")
+    except ImportError:
+        return 0, 0
+    finish = getattr(module, "recover_replaces", None)
+    if finish is None:
+        return 0, 0
+    result = finish(services)
+    return int(result[0]), int(result[1])
+
+
+def recover(
+    services: Services,
+    *,
+    lock: ProcessLock | None = None,
+    lock_dir: Path | None = None,
+    replaces: ReplaceRecovery | None = None,
+    clean_temp: bool = True,
+) -> RecoveryReport:
+    """The startup recovery, in order (see the module docstring); logged and summarised as one notice."""
+    store = services.store
+    liveness = build_liveness(services, lock=lock, lock_dir=lock_dir)
+    orphans = store.jobs.find_orphaned(liveness)
+    killed = kill_leftovers(orphans, liveness, grace_s=min(services.settings.workers.kill_grace_s, _LEFTOVER_GRACE_S))
+    canceled_before = sum(1 for j in orphans if j.control_request in ("cancel", "kill"))
+    requeued, failed = store.jobs.recover_orphaned(liveness)
+    finished, rolled_back = (replaces or _default_replace_recovery)(services)
+    resumed = store.jobs.recover_paused()
+    temp = TempCleanup()
+    if clean_temp:
+        temp = clean_work_dir(
+            services, lambda: _live_jobs(services, build_liveness(services, lock=lock, lock_dir=lock_dir))
+        )
+    locks_removed = cleanup_stale_locks(lock_dir, keep=lock if lock is not None else current_lock())
+    pruned = _prune_dead_workers(services, liveness)
+    scan = any(store.state.get(key) for key in SCAN_CHECKPOINT_KEYS)
+    report = RecoveryReport(
+        orphaned_requeued=requeued,
+        orphaned_failed=failed,
+        orphaned_canceled=min(canceled_before, max(len(orphans) - requeued - failed, 0)),
+        paused_resumed=resumed,
+        killed_processes=killed,
+        temp_files_removed=temp.files,
+        temp_bytes_removed=temp.bytes,
+        replaces_finished=finished,
+        replaces_rolled_back=rolled_back,
+        stale_locks_removed=locks_removed,
+        workers_pruned=pruned,
+        scan_interrupted=scan,
+        notes=(temp.refused,) if temp.refused else (),
+    )
+    notice = summarize(report)
+    log.info("recovery: %s", notice)
+    if report.changed or report.notes:
+        store.log.append(notice, level="warning" if report.notes else "info", event_type="recovery")
+    return report
+
+
+def periodic_check(
+    services: Services, *, lock: ProcessLock | None = None, lock_dir: Path | None = None
+) -> RecoveryReport:
+    """One periodic pass: orphans of dead owners, then stalled jobs of other (dead or frozen) owners."""
+    store = services.store
+    own = lock if lock is not None else current_lock()
+    liveness = build_liveness(services, lock=own, lock_dir=lock_dir)
+    orphans = store.jobs.find_orphaned(liveness)
+    grace = min(services.settings.workers.kill_grace_s, _LEFTOVER_GRACE_S)
+    killed = kill_leftovers(orphans, liveness, grace_s=grace) if orphans else 0
+    requeued, failed = store.jobs.recover_orphaned(liveness) if orphans else (0, 0)
+    now = services.clock.now()
+    timeout = float(services.settings.workers.stall_timeout_s)
+    # Our own jobs are watched by our own pool (progress-based, it holds the child): never fail them from here.
+    stalled = [
+        j
+        for j in store.jobs.detect_stalled(now, timeout)
+        if j.worker_id and not (own is not None and own.owns(j.worker_id))
+    ]
+    stalled_requeued = stalled_failed = 0
+    if stalled:
+        killed += kill_leftovers(stalled, liveness, grace_s=grace)
+        for job in stalled:
+            assert job.worker_id is not None
+            age = now - job.last_heartbeat if job.last_heartbeat is not None else timeout
+            reason = (
+                f"stalled: no heartbeat for {age:.0f} s from worker {job.worker_id} "
+                f"({'frozen' if liveness.is_alive(job.worker_id) else 'dead'})"
+            )
+            try:
+                result = store.jobs.fail(job.id, job.worker_id, reason)
+            except StaleLease:
+                continue  # its owner woke up (or someone else took it) first: nothing to do
+            log.warning("job %d: %s", job.id, reason)
+            store.log.append(f"Job {job.id} {reason}", level="warning", event_type="stalled", job_id=job.id)
+            if result.status.value == "queued":
+                stalled_requeued += 1
+            else:
+                stalled_failed += 1
+    pruned = _prune_dead_workers(services, liveness)
+    report = RecoveryReport(
+        orphaned_requeued=requeued,
+        orphaned_failed=failed,
+        stalled_requeued=stalled_requeued,
+        stalled_failed=stalled_failed,
+        killed_processes=killed,
+        workers_pruned=pruned,
+    )
+    if report.changed:
+        notice = summarize(report)
+        log.info("periodic check: %s", notice)
+        store.log.append(notice, event_type="recovery")
+    return report
+
+
+def _prune_dead_workers(services: Services, liveness: Liveness) -> int:
+    """Delete the worker rows of dead processes (the Workers tab shows the living)."""
+    dead = [w.id for w in services.store.workers.list_workers() if not liveness.is_alive(w.id)]
+    return services.store.workers.prune(dead) if dead else 0
+
+
+async def run_periodic_checks(
+    services: Services,
+    *,
+    interval_s: float | None = None,
+    lock: ProcessLock | None = None,
+    on_report: Callable[[RecoveryReport], None] | None = None,
+) -> None:
+    """Run ``periodic_check`` every ``interval_s`` (default: workers.stall_check_interval_s) until cancelled.
+
+    Start it in the pool's (or the TUI's) task group; the blocking pass runs in a worker thread. A failing pass is
+    logged and the next one still runs: a database hiccup must not end the checks for good.
+    """
+    interval = interval_s if interval_s is not None else _check_interval(services.settings)
+    while True:
+        await anyio.sleep(interval)
+        try:
+            report = await anyio.to_thread.run_sync(lambda: periodic_check(services, lock=lock))
+        except Exception as exc:
+            log.warning("periodic check failed: %s", exc)
+            continue
+        if on_report is not None and report.changed:
+            on_report(report)
+
+
+def _check_interval(settings: Settings) -> float:
+    return float(settings.workers.stall_check_interval_s)
+
+
+# ---------------------------------------------------------------------------------------------------- notice
+def _size(n: int) -> str:
+    value = float(n)
+    for unit in ("B", "KB", "MB", "GB", "TB"):
+        if value < 1000 or unit == "TB":
+            return f"{value:.0f} {unit}" if unit == "B" else f"{value:.1f} {unit}"
+        value /= 1000
+    return f"{n} B"
+
+
+def _plural(n: int, one: str, many: str | None = None) -> str:
+    return f"{n} {one if n == 1 else (many or one + 's')}"
+
+
+def summarize(report: RecoveryReport) -> str:
+    """One line: "recovered 3 orphaned jobs, resumed 2 paused, removed 5 temp files (1.2 GB)"."""
+    parts: list[str] = []
+    orphans = report.orphaned_requeued + report.orphaned_failed + report.orphaned_canceled
+    if orphans:
+        detail = []
+        if report.orphaned_failed:
+            detail.append(f"{report.orphaned_failed} failed after max retries")
+        if report.orphaned_canceled:
+            detail.append(f"{report.orphaned_canceled} canceled")
+        parts.append(f"recovered {_plural(orphans, 'orphaned job')}" + (f" ({', '.join(detail)})" if detail else ""))
+    stalled = report.stalled_requeued + report.stalled_failed
+    if stalled:
+        extra = f" ({report.stalled_failed} failed after max retries)" if report.stalled_failed else ""
+        parts.append(f"requeued {_plural(stalled, 'stalled job')}{extra}")
+    if report.killed_processes:
+        parts.append(f"ended {_plural(report.killed_processes, 'leftover tool process', 'leftover tool processes')}")
+    if report.replaces_finished:
+        parts.append(f"finished {_plural(report.replaces_finished, 'interrupted replace')}")
+    if report.replaces_rolled_back:
+        parts.append(f"rolled back {_plural(report.replaces_rolled_back, 'interrupted replace')}")
+    if report.paused_resumed:
+        parts.append(f"resumed {report.paused_resumed} paused")
+    if report.temp_files_removed:
+        parts.append(f"removed {_plural(report.temp_files_removed, 'temp file')} ({_size(report.temp_bytes_removed)})")
+    if report.scan_interrupted:
+        parts.append("an interrupted scan resumes from its checkpoint with `amphigory scan`")
+    parts.extend(report.notes)
+    return ", ".join(parts) if parts else "nothing to recover"
+
+
+def merge(a: RecoveryReport, b: RecoveryReport) -> RecoveryReport:
+    """The sum of two reports (a startup pass plus later periodic ones, for a status line)."""
+    return replace(
+        a,
+        **{
+            f: getattr(a, f) + getattr(b, f)
+            for f in (
+                "orphaned_requeued",
+                "orphaned_failed",
+                "orphaned_canceled",
+                "paused_resumed",
+                "stalled_requeued",
+                "stalled_failed",
+                "killed_processes",
+                "temp_files_removed",
+                "temp_bytes_removed",
+                "replaces_finished",
+                "replaces_rolled_back",
+                "stale_locks_removed",
+                "workers_pruned",
+            )
+        },
+        scan_interrupted=a.scan_interrupted or b.scan_interrupted,
+        notes=a.notes + b.notes,
+    )
