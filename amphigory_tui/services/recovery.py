@@ -4,9 +4,10 @@
 
 1. kill HandBrakeCLI/makemkvcon processes left running by a dead amphigory on this host (recorded pid + start
    ticks, so a recycled pid is never hit);
-2. orphaned running jobs of dead owners -> queued (their attempt was counted at claim time) or failed
+2. half-done replaces (the upload stage's intent records) of dead workers are finished or rolled back; a finished
+   one completes its job (this runs before step 3 so the job is still owned by its dead worker's id);
+3. orphaned running jobs of dead owners -> queued (their attempt was counted at claim time) or failed
    "abandoned after restart (max retries exceeded)"; a pending cancel request -> canceled;
-3. half-done replaces (the upload stage's intent records) are finished or rolled back;
 4. jobs paused by a shutdown -> queued (a user's hold stays paused: only the user releases it);
 5. every file under work_dir that no live job owns is removed; nothing outside work_dir is ever deleted, symlinks
    are never followed, and the database's own files are never touched even when they live inside work_dir;
@@ -36,7 +37,7 @@ import anyio
 from amphigory_tui import paths
 from amphigory_tui.config import Settings
 from amphigory_tui.domain.errors import StaleLease
-from amphigory_tui.domain.jobs import Job, RecoveryReport
+from amphigory_tui.domain.jobs import Job, RecoveryReport, Stage
 from amphigory_tui.services.locks import Liveness, ProcessLock, cleanup_stale_locks, current_lock
 from amphigory_tui.services.proc import is_same_process
 from amphigory_tui.services.runtime import Services
@@ -60,8 +61,8 @@ SCAN_CHECKPOINT_KEYS = ("scan.checkpoint",)
 
 _POLL_S = 0.05
 _LEFTOVER_GRACE_S = 3.0
-ReplaceRecovery = Callable[[Services], tuple[int, int]]
-"""Finishes or rolls back half-done replaces; returns ``(finished, rolled_back)``."""
+ReplaceRecovery = Callable[[Services, Liveness], tuple[int, int]]
+"""Finishes or rolls back the half-done replaces of dead workers; returns ``(finished, rolled_back)``."""
 
 
 # ---------------------------------------------------------------------------------------------------- liveness
@@ -330,17 +331,21 @@ def _live_jobs(services: Services, liveness: Liveness) -> list[Job]:
     return [j for j in services.store.jobs.running() if j.worker_id and liveness.is_alive(j.worker_id)]
 
 
-def _default_replace_recovery(services: Services) -> tuple[int, int]:
-    """The upload stage's ``services.replace.recover_replaces`` when it exists, else nothing to do."""
+def _default_replace_recovery(services: Services, liveness: Liveness) -> tuple[int, int]:
+    """Settle the upload stage's intent records of dead workers (``pipeline.recover_replaces``)."""
     try:
-        module = importlib.import_module("amphigory_tui.services.replace")
+        module = importlib.import_module("amphigory_tui.services.pipeline")
     except ImportError:
         return 0, 0
-    finish = getattr(module, "recover_replaces", None)
-    if finish is None:
+    settle = getattr(module, "recover_replaces", None)
+    if settle is None:
         return 0, 0
-    result = finish(services)
-    return int(result[0]), int(result[1])
+    outcomes = settle(services.store, services.settings, liveness)
+    for outcome in outcomes:
+        log.info("recovery: %s", outcome.message)
+        services.store.log.append(outcome.message, event_type="recovery", job_id=outcome.job_id)
+    finished = sum(1 for o in outcomes if o.finished)
+    return finished, len(outcomes) - finished
 
 
 def recover(
@@ -356,9 +361,12 @@ def recover(
     liveness = build_liveness(services, lock=lock, lock_dir=lock_dir)
     orphans = store.jobs.find_orphaned(liveness)
     killed = kill_leftovers(orphans, liveness, grace_s=min(services.settings.workers.kill_grace_s, _LEFTOVER_GRACE_S))
+    # Replaces before orphans: a replace that turns out finished completes its job (as its dead owner would
+    # have), which must happen while the job is still running under that owner's id.
+    finished, rolled_back = (replaces or _default_replace_recovery)(services, liveness)
+    orphans = store.jobs.find_orphaned(liveness) if finished else orphans
     canceled_before = sum(1 for j in orphans if j.control_request in ("cancel", "kill"))
     requeued, failed = store.jobs.recover_orphaned(liveness)
-    finished, rolled_back = (replaces or _default_replace_recovery)(services)
     resumed = store.jobs.recover_paused()
     temp = TempCleanup()
     if clean_temp:
@@ -400,6 +408,7 @@ def periodic_check(
     orphans = store.jobs.find_orphaned(liveness)
     grace = min(services.settings.workers.kill_grace_s, _LEFTOVER_GRACE_S)
     killed = kill_leftovers(orphans, liveness, grace_s=grace) if orphans else 0
+    finished, rolled_back = _default_replace_recovery(services, liveness) if orphans else (0, 0)
     requeued, failed = store.jobs.recover_orphaned(liveness) if orphans else (0, 0)
     now = services.clock.now()
     timeout = float(services.settings.workers.stall_timeout_s)
@@ -407,7 +416,7 @@ def periodic_check(
     stalled = [
         j
         for j in store.jobs.detect_stalled(now, timeout)
-        if j.worker_id and not (own is not None and own.owns(j.worker_id))
+        if j.worker_id and not (own is not None and own.owns(j.worker_id)) and not _frozen_in_upload(j, liveness)
     ]
     stalled_requeued = stalled_failed = 0
     if stalled:
@@ -436,6 +445,8 @@ def periodic_check(
         stalled_requeued=stalled_requeued,
         stalled_failed=stalled_failed,
         killed_processes=killed,
+        replaces_finished=finished,
+        replaces_rolled_back=rolled_back,
         workers_pruned=pruned,
     )
     if report.changed:
@@ -443,6 +454,18 @@ def periodic_check(
         log.info("periodic check: %s", notice)
         store.log.append(notice, event_type="recovery")
     return report
+
+
+def _frozen_in_upload(job: Job, liveness: Liveness) -> bool:
+    """A live but silent owner in the upload stage may be in the middle of the library swap: never take that job.
+
+    Requeueing it would let a second attempt race the first one's swap once the owner runs again. It is left to
+    its owner, or, once the owner is dead, to the replace recovery that settles its intent record exactly.
+    """
+    if job.stage is not Stage.UPLOAD or not job.worker_id or not liveness.is_alive(job.worker_id):
+        return False
+    log.warning("job %d: its owner %s is silent in the upload stage; left to it", job.id, job.worker_id)
+    return True
 
 
 def _prune_dead_workers(services: Services, liveness: Liveness) -> int:
