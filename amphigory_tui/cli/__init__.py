@@ -63,9 +63,9 @@ def tui(cli: CliContext) -> None:
 
 def _register() -> None:
     # Subcommands live in their own modules; importing them here keeps ``main`` the single entry point.
-    from amphigory_tui.cli import db, doctor, jobs, recover, scan
+    from amphigory_tui.cli import db, doctor, jobs, recover, scan, worker
 
-    for module in (db, doctor, jobs, recover, scan):
+    for module in (db, doctor, jobs, recover, scan, worker):
         for command in module.COMMANDS:
             main.add_command(command)
 

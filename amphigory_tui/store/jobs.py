@@ -33,17 +33,30 @@ from amphigory_tui.domain.jobs import (
 )
 from amphigory_tui.store.convert import attempt_from_row, job_from_row
 from amphigory_tui.store.engine import Engines
-from amphigory_tui.store.orm import JobAttemptRow, JobRow, MediaFileRow
+from amphigory_tui.store.orm import JobAttemptRow, JobRow, MediaFileRow, WorkerRow
 
 J = cast(Table, JobRow.__table__)
 A = cast(Table, JobAttemptRow.__table__)
 M = cast(Table, MediaFileRow.__table__)
+W = cast(Table, WorkerRow.__table__)
 
 RUNNING = JobStatus.RUNNING.value
 _LIVE_SQL = "('queued', 'running', 'paused')"
 # A failed, skipped or canceled job blocks re-queueing its file until the user resubmits or dismisses it, or the
 # file itself changes (a new size or mtime is new content that deserves a fresh decision).
 _BLOCKING_SQL = "('failed', 'skipped', 'canceled')"
+
+# Whether media file ``m`` already has a job that keeps it out of the queue. A completed job blocks its unchanged
+# file even once dismissed: the file was transcoded (with original_policy = keep it is still there, unchanged), and
+# only an explicit resubmit should run it again; otherwise "queue all" would transcode it over and over.
+_HAS_JOB_SQL = f"""EXISTS (
+    SELECT 1 FROM transcode_jobs j
+    WHERE j.media_file_id = m.id AND j.kind = 'transcode'
+      AND (j.status IN {_LIVE_SQL}
+           OR (j.source_size = m.size_bytes AND j.source_mtime_ns = m.mtime_ns
+               AND (j.status = 'completed' OR (j.status IN {_BLOCKING_SQL} AND NOT j.dismissed)))))"""
+
+_CANDIDATE_SQL = f"m.should_transcode AND NOT m.missing AND m.probe_error IS NULL AND NOT {_HAS_JOB_SQL}"
 
 _QUEUE_SQL = f"""
 INSERT INTO transcode_jobs (
@@ -52,13 +65,7 @@ INSERT INTO transcode_jobs (
 SELECT 'transcode', 'queued', m.priority, m.id, m.path, 0, :max_retries, 0,
        FALSE, FALSE, m.size_bytes, m.mtime_ns, :now, :now
 FROM media_files m
-WHERE m.should_transcode AND NOT m.missing AND m.probe_error IS NULL
-  AND NOT EXISTS (
-    SELECT 1 FROM transcode_jobs j
-    WHERE j.media_file_id = m.id AND j.kind = 'transcode'
-      AND (j.status IN {_LIVE_SQL}
-           OR (j.status IN {_BLOCKING_SQL} AND NOT j.dismissed
-               AND j.source_size = m.size_bytes AND j.source_mtime_ns = m.mtime_ns)))
+WHERE {_CANDIDATE_SQL}
 ORDER BY m.priority DESC, m.size_bytes DESC, m.id
 {{limit}}
 ON CONFLICT (media_file_id) WHERE kind = 'transcode' AND status IN {_LIVE_SQL} DO NOTHING
@@ -70,7 +77,7 @@ WHERE j.status = 'queued'
   AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= :now)
   AND (j.depends_on IS NULL OR EXISTS (
         SELECT 1 FROM transcode_jobs d WHERE d.id = j.depends_on AND d.status = 'completed'))
-ORDER BY j.priority DESC, j.created_at, j.id
+ORDER BY j.created_at, j.id
 LIMIT 1
 """
 
@@ -91,6 +98,9 @@ INSERT INTO job_attempts (job_id, attempt, worker_id, started_at) VALUES (:job, 
 ON CONFLICT (job_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, ended_at = NULL, outcome = NULL
 """
 )
+
+# How strong a user's request to a running job's owner is: a weaker one never replaces a stronger one.
+_REQUEST_RANK = {"pause": 1, "cancel": 2, "kill": 3}
 
 # Fields a running job's owner may set without changing its status.
 _RUNNING_FIELDS = frozenset(
@@ -201,14 +211,16 @@ class JobStore:
     # ------------------------------------------------------------------ the owner's side
     def claim(self, worker_id: str) -> Job | None:
         """Atomically take the best claimable job: highest priority, then oldest; counts the attempt."""
-        now = self._clock.now()
         with self._db.write() as conn:
-            row = conn.execute(self._claim_sql, {"worker": worker_id, "now": now}).mappings().first()
-            if row is None:
-                return None
-            job = job_from_row(row)
-            # A resumed pause continues its attempt: the upsert reopens that attempt's row instead of adding one.
-            conn.execute(_ATTEMPT_UPSERT, {"job": job.id, "attempt": job.attempts, "worker": worker_id, "now": now})
+            return self._claim_in(conn, worker_id, self._clock.now())
+
+    def _claim_in(self, conn: Connection, worker_id: str, now: float) -> Job | None:
+        row = conn.execute(self._claim_sql, {"worker": worker_id, "now": now}).mappings().first()
+        if row is None:
+            return None
+        job = job_from_row(row)
+        # A resumed pause continues its attempt: the upsert reopens that attempt's row instead of adding one.
+        conn.execute(_ATTEMPT_UPSERT, {"job": job.id, "attempt": job.attempts, "worker": worker_id, "now": now})
         return job
 
     def heartbeat(
@@ -253,8 +265,33 @@ class JobStore:
         avg_fps: float | None = None,
     ) -> Job:
         """``running -> completed`` with the result's facts."""
+        with self._db.write() as conn:
+            return self._complete_in(
+                conn,
+                job_id,
+                worker_id,
+                self._clock.now(),
+                output_path=output_path,
+                output_size=output_size,
+                duration_s=duration_s,
+                encode_time_s=encode_time_s,
+                avg_fps=avg_fps,
+            )
+
+    def _complete_in(
+        self,
+        conn: Connection,
+        job_id: int,
+        worker_id: str,
+        now: float,
+        *,
+        output_path: str | None = None,
+        output_size: int | None = None,
+        duration_s: float | None = None,
+        encode_time_s: float | None = None,
+        avg_fps: float | None = None,
+    ) -> Job:
         check_transition(JobStatus.RUNNING, JobStatus.COMPLETED, job_id)
-        now = self._clock.now()
         values: dict[str, Any] = {
             "status": JobStatus.COMPLETED.value,
             "completed_at": now,
@@ -274,9 +311,8 @@ class JobStore:
         }
         if output_path is not None:
             values["output_path"] = output_path
-        with self._db.write() as conn:
-            job = self._cas(conn, job_id, worker_id, values)
-            self._end_attempt(conn, job_id, "completed", None, now)
+        job = self._cas(conn, job_id, worker_id, values)
+        self._end_attempt(conn, job_id, "completed", None, now)
         return job
 
     def fail(self, job_id: int, worker_id: str, error: str, *, permanent: bool = False) -> Job:
@@ -374,6 +410,73 @@ class JobStore:
             self._end_attempt(conn, job_id, "canceled", reason, now)
         return job
 
+    # ------------------------------------------------------------------ the worker pool's batched calls
+    def heartbeat_many(
+        self,
+        beats: Sequence[tuple[int, str, Progress | None]],
+        workers: Sequence[tuple[str, str, int | None]] = (),
+    ) -> set[int]:
+        """One transaction per beat round: ``(job, owner, progress)`` heartbeats plus ``(worker, state, job)``
+        ``last_seen`` updates; returns the ids of jobs the given owner no longer holds (its lease is lost)."""
+        now = self._clock.now()
+        lost: set[int] = set()
+        with self._db.write() as conn:
+            for job_id, worker_id, progress in beats:
+                values: dict[str, Any] = {"last_heartbeat": now, "updated_at": now}
+                if progress is not None:
+                    values.update(
+                        progress_percent=progress.percent,
+                        fps=progress.fps,
+                        avg_fps=progress.avg_fps,
+                        eta_s=progress.eta_s,
+                    )
+                if not conn.execute(_owned(update(J), job_id, worker_id).values(values)).rowcount:
+                    lost.add(job_id)
+            for worker_id, state, current in workers:
+                conn.execute(
+                    update(W).where(W.c.id == worker_id).values(state=state, current_job_id=current, last_seen=now)
+                )
+        return lost
+
+    def complete_and_claim(
+        self,
+        job_id: int,
+        worker_id: str,
+        *,
+        claim_next: bool = True,
+        output_path: str | None = None,
+        output_size: int | None = None,
+        duration_s: float | None = None,
+        encode_time_s: float | None = None,
+        avg_fps: float | None = None,
+    ) -> tuple[Job, Job | None]:
+        """``complete`` and, in the same transaction, the worker's next ``claim`` (one commit per job, not two)."""
+        now = self._clock.now()
+        with self._db.write() as conn:
+            done = self._complete_in(
+                conn,
+                job_id,
+                worker_id,
+                now,
+                output_path=output_path,
+                output_size=output_size,
+                duration_s=duration_s,
+                encode_time_s=encode_time_s,
+                avg_fps=avg_fps,
+            )
+            return done, (self._claim_in(conn, worker_id, now) if claim_next else None)
+
+    def pending_later(self) -> int:
+        """Queued jobs not claimable now that will be without anyone's action: a retry delay not yet over, or
+        a dependency still queued or running (``worker --drain`` waits for them)."""
+        query = text(
+            "SELECT count(*) FROM transcode_jobs j WHERE j.status = 'queued' AND ("
+            "(j.next_attempt_at IS NOT NULL AND j.next_attempt_at > :now) OR (j.depends_on IS NOT NULL AND EXISTS ("
+            "SELECT 1 FROM transcode_jobs d WHERE d.id = j.depends_on AND d.status IN ('queued', 'running'))))"
+        )
+        with self._db.read() as conn:
+            return int(conn.execute(query, {"now": self._clock.now()}).scalar_one())
+
     # ------------------------------------------------------------------ the user's side
     def pause(self, job_id: int) -> Job:
         """Pause a job: a queued one is held at once; a running one is asked to pause (its owner does it)."""
@@ -417,7 +520,7 @@ class JobStore:
             raise UsageError(f"job {job_id}: its file already has another live job") from None
 
     def dismiss(self, job_id: int) -> Job:
-        """Hide a finished job from the queue; its file may then be queued again."""
+        """Hide a finished job from the queue; the file of a failed/skipped/canceled one may then be queued again."""
         with self._db.write() as conn:
             job = self._get(conn, job_id)
             if job.status not in TERMINAL:
@@ -464,23 +567,47 @@ class JobStore:
         return [job_from_row(r) for r in rows if not r["worker_id"] or not is_worker_alive(r["worker_id"])]
 
     def recover_orphaned(self, is_worker_alive: Callable[[str], bool]) -> tuple[int, int]:
-        """Orphans of dead owners: ``queued`` (attempt already counted) or ``failed`` at max; (requeued, failed)."""
-        orphans = self.find_orphaned(is_worker_alive)
+        """Orphans of dead owners: ``queued`` (attempt already counted) or ``failed`` at max; (requeued, failed).
+
+        A user's pending request wins: cancel/kill -> ``canceled``, pause -> ``paused`` (unless the attempts are used
+        up). Liveness is judged outside the write transaction (it may be slow); the decision is made on the row as
+        it is inside it, so a request the user made meanwhile is not lost, and an owner that changed is left alone.
+        """
+        dead = {(job.id, job.worker_id) for job in self.find_orphaned(is_worker_alive)}
+        if not dead:
+            return 0, 0
         requeued = failed = 0
         now = self._clock.now()
         with self._db.write() as conn:
-            for job in orphans:
+            query = select(J).where(J.c.id.in_(sorted({job_id for job_id, _ in dead})), J.c.status == RUNNING)
+            if not self._db.is_sqlite:
+                query = query.with_for_update()
+            for job in [job_from_row(r) for r in conn.execute(query).mappings().all()]:
+                if (job.id, job.worker_id) not in dead:
+                    continue
                 owner = J.c.worker_id == job.worker_id if job.worker_id else J.c.worker_id.is_(None)
                 base = update(J).where(J.c.id == job.id, J.c.status == RUNNING, owner)
-                cleared = {"worker_id": None, "child_pid": None, "child_start_ticks": None, "updated_at": now}
+                cleared = {
+                    "worker_id": None,
+                    "child_pid": None,
+                    "child_start_ticks": None,
+                    "control_request": None,
+                    "updated_at": now,
+                }
                 if job.control_request in ("cancel", "kill"):
-                    values = {**cleared, "status": "canceled", "completed_at": now, "control_request": None}
-                    outcome, error = "canceled", "canceled by user (owner died)"
-                    values["error_message"] = error
+                    error = "canceled by user (owner died)"
+                    values = {**cleared, "status": "canceled", "completed_at": now, "error_message": error}
+                    outcome = "canceled"
                 elif job.attempts >= job.max_retries:
                     error = "abandoned after restart (max retries exceeded)"
                     values = {**cleared, "status": "failed", "completed_at": now, "error_message": error}
                     outcome = "failed"
+                elif job.control_request == "pause":
+                    # The user asked for a hold before the owner died: honour it (the dead attempt stays spent).
+                    error = "interrupted: its worker died; paused as asked"
+                    values = {**cleared, "status": "paused", "pause_reason": PauseReason.USER.value}
+                    values["error_message"] = error
+                    outcome = "abandoned"
                 else:
                     error = "interrupted: its worker died; requeued"
                     values = {**cleared, "status": "queued", "next_attempt_at": None, "error_message": error}
@@ -546,9 +673,7 @@ class JobStore:
 
     def list_jobs(self, flt: JobFilter | None = None, *, offset: int = 0, limit: int | None = None) -> list[Job]:
         """Jobs matching a filter, live ones first by priority, then newest finished ones."""
-        query = self._filtered(select(J), flt or JobFilter())
-        rank = _status_rank()
-        query = query.order_by(rank, J.c.priority.desc(), J.c.created_at, J.c.id).offset(offset)
+        query = self._filtered(select(J), flt or JobFilter()).order_by(*_list_order()).offset(offset)
         if limit is not None:
             query = query.limit(limit)
         with self._db.read() as conn:
@@ -557,7 +682,7 @@ class JobStore:
     def ordered_ids(self, flt: JobFilter | None = None) -> list[int]:
         """The ids of every job matching a filter, in ``list_jobs`` order (the TUI pages through them by index)."""
         query = self._filtered(select(J.c.id), flt or JobFilter())
-        query = query.order_by(_status_rank(), J.c.priority.desc(), J.c.created_at, J.c.id)
+        query = query.order_by(*_list_order())
         with self._db.read() as conn:
             # Straight from the driver's cursor: skipping SQLAlchemy's row objects halves the time for 100k ids.
             return [row[0] for row in conn.execute(query).cursor.fetchall()]
@@ -603,12 +728,7 @@ class JobStore:
             J.c.output_size.is_not(None),
             J.c.source_size.is_not(None),
         )
-        need = text(
-            "SELECT count(*) FROM media_files m WHERE m.should_transcode AND NOT m.missing "
-            f"AND m.probe_error IS NULL AND NOT EXISTS (SELECT 1 FROM transcode_jobs j WHERE j.media_file_id = m.id "
-            f"AND j.kind = 'transcode' AND (j.status IN {_LIVE_SQL} OR (j.status IN {_BLOCKING_SQL} "
-            "AND NOT j.dismissed AND j.source_size = m.size_bytes AND j.source_mtime_ns = m.mtime_ns)))"
-        )
+        need = text(f"SELECT count(*) FROM media_files m WHERE {_CANDIDATE_SQL}")
         with self._db.read() as conn:
             by_status = {status: n for status, n in conn.execute(counts)}
             saved_bytes = int(conn.execute(saved).scalar_one() or 0)
@@ -630,10 +750,10 @@ class JobStore:
         if not flt.include_dismissed:
             query = query.where(J.c.dismissed.is_(False))
         if flt.search:
-            pattern = "%" + flt.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            query = query.where(J.c.input_path.ilike(pattern, escape="\\"))
+            query = query.where(J.c.input_path.ilike(_contains(flt.search), escape="\\"))
         if flt.path_contains:
-            query = query.where(or_(*(J.c.input_path.ilike(f"%{p}%") for p in flt.path_contains)))
+            # Escaped like the search: a folder named "100%_done" must match itself, not everything.
+            query = query.where(or_(*(J.c.input_path.ilike(_contains(p), escape="\\") for p in flt.path_contains)))
         return query
 
     def _get(self, conn: Connection, job_id: int) -> Job:
@@ -685,6 +805,10 @@ class JobStore:
             job = self._get(conn, job_id)
             check_transition(job.status, target, job_id)
             if job.status is JobStatus.RUNNING:
+                # A pending stronger request stands: a pause pressed after a cancel must not turn the cancel into
+                # a pause (nor a cancel soften a kill) before the owner has acted on it.
+                if _REQUEST_RANK.get(job.control_request or "", 0) >= _REQUEST_RANK[request]:
+                    return job
                 # The owner holds the child process; it sees the request within a second and finishes the move.
                 conn.execute(
                     update(J)
@@ -712,6 +836,11 @@ def _owned(stmt: Any, job_id: int, worker_id: str) -> Any:
     return stmt.where(and_(J.c.id == job_id, J.c.status == RUNNING, J.c.worker_id == worker_id))
 
 
+def _contains(needle: str) -> str:
+    """A LIKE pattern (escape character ``\\``) matching ``needle`` literally anywhere."""
+    return "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+
+
 def _check_priority(priority: int) -> None:
     if not 0 <= priority <= 100:
         raise UsageError(f"priority must be from 0 to 100, not {priority}")
@@ -724,6 +853,19 @@ def _status_rank() -> Any:
         (J.c.status == "queued", 2),
         (J.c.status == "failed", 3),
         else_=4,
+    )
+
+
+def _list_order() -> tuple[Any, ...]:
+    """The queue table's order: running, paused, queued (each by priority, then oldest), then failed and the other
+    finished jobs, newest first (a priority means nothing once a job is done)."""
+    live = J.c.status.in_([s.value for s in LIVE])
+    return (
+        _status_rank(),
+        case((live, -J.c.priority), else_=0),
+        case((live, 0.0), else_=-func.coalesce(J.c.completed_at, J.c.updated_at)),
+        J.c.created_at,
+        J.c.id,
     )
 
 

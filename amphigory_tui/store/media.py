@@ -162,6 +162,32 @@ class MediaStore:
         with self._db.write() as conn:
             conn.execute(stmt, params)
 
+    def record_transcoded(
+        self, media_id: int, path: str, size_bytes: int, mtime_ns: int, probe: ProbeResult, decision: Decision
+    ) -> None:
+        """A transcode replaced the file: the row now describes the new file (its path may have a new extension).
+
+        A stale row already holding the new path (a file once scanned there, since gone) is removed first, so
+        the library view shows one row for the one file.
+        """
+        now = self._clock.now()
+        values = {
+            "path": path,
+            "size_bytes": size_bytes,
+            "mtime_ns": mtime_ns,
+            **probe_columns(probe),
+            "probed_at": now,
+            "should_transcode": decision.should_transcode,
+            "reason": decision.reason,
+            "priority": decision.priority,
+            "est_savings_pct": decision.est_savings_pct,
+            "missing": False,
+            "updated_at": now,
+        }
+        with self._db.write() as conn:
+            conn.execute(M.delete().where(M.c.path == path, M.c.id != media_id))
+            conn.execute(update(M).where(M.c.id == media_id).values(values))
+
     def iter_for_reevaluation(self, batch: int = 2000) -> Iterator[list[tuple[int, str, int, ProbeResult]]]:
         """Batches of ``(id, path, size, probe)`` of present files, for re-running the rules."""
         last_id = 0

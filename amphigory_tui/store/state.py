@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from typing import Any, cast
 
 from sqlalchemy import Table, delete, select
@@ -68,6 +69,25 @@ class LogStore:
                     created_at=self._clock.now(),
                 )
             )
+
+    def append_many(self, entries: Sequence[tuple[LogRecord, str, dict[str, Any] | None]]) -> None:
+        """Add many lines in one transaction: ``(record, event_type, details)``; a record's ``created_at`` is kept."""
+        if not entries:
+            return
+        now = self._clock.now()
+        rows = [
+            {
+                "job_id": record.job_id,
+                "level": record.level,
+                "event_type": event_type,
+                "message": record.message,
+                "details_json": json.dumps(details, ensure_ascii=False) if details else None,
+                "created_at": record.created_at if record.created_at is not None else now,
+            }
+            for record, event_type, details in entries
+        ]
+        with self._db.write() as conn:
+            conn.execute(L.insert(), rows)
 
     def tail(self, *, after_id: int = 0, limit: int = 500, job_id: int | None = None) -> list[tuple[int, LogRecord]]:
         """Lines newer than ``after_id`` (oldest first), at most ``limit`` of the newest."""
