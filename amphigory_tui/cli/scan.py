@@ -95,7 +95,7 @@ def _print_summary(s: ScanSummary) -> None:
         click.echo(f"  ! {message}")
     more = s.probe_errors + s.walk_errors - min(len(s.errors), _SHOWN_ERRORS)
     if more > 0:
-        click.echo(f"  … and {more:,} more (see the Scan tab, or `amphigory scan` output above)")
+        click.echo(f"  … and {more:,} more errors (the Scan tab lists every file with its reason)")
 
 
 # --------------------------------------------------------------------------------------------------- reevaluate

@@ -525,12 +525,12 @@ class _ScanRun:
                     ki += 1
                 if ki < kn and keys[ki][0] == key:
                     ki += 1
-            counted = path not in self.skip_count if self.skip_count else True
-            if counted:
-                self.c.seen += 1
             k = known.get(path)
             if k is not None and not k.missing and k.size_bytes == size and k.mtime_ns == mtime_ns:
-                if counted:
+                # Counted when done (a file in flight is not: the checkpoint's counts cover exactly the files
+                # up to its frontier plus ``done_after``, so a resumed scan counts every file once).
+                if not self.skip_count or path not in self.skip_count:
+                    self.c.seen += 1
                     self.c.unchanged += 1
                 self._done(path, None)
             else:
@@ -581,8 +581,8 @@ class _ScanRun:
         item = self.inflight.pop(path)
         decision = decide(path, item.size, probe, self.rules)
         self.records.append(MediaRecord(path, self.root, item.size, item.mtime_ns, probe, decision))
-        counted = path not in self.skip_count if self.skip_count else True
-        if counted:
+        if not self.skip_count or path not in self.skip_count:
+            self.c.seen += 1
             self.c.probed += 1
             if item.known is None:
                 self.c.added += 1
@@ -620,6 +620,8 @@ class _ScanRun:
             media.mark_missing(self.missing_ids)
         if self.records:
             media.upsert(self.records)
+        # Dying here costs nothing but wording: the rerun finds these rows unchanged (or already missing), so its
+        # summary may count a batch as "unchanged" instead of "added"; the rows themselves are right.
         done_after = (
             tuple(p for p, item in self.window if item is None or item.done) if root_index == self.root_index else ()
         )

@@ -1,0 +1,292 @@
+"""The Scanner service in-process on the real test library: incremental, changed/missing, re-evaluation, cancel and
+resume, symlinks, walk order, progress events."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import threading
+from pathlib import Path
+
+from amphigory_tui.domain.events import ScanProgress
+from amphigory_tui.domain.jobs import JobStatus
+from amphigory_tui.domain.media import MediaFile
+from amphigory_tui.services.probe import ProbePool
+from amphigory_tui.services.queries import LAST_SCAN_KEY
+from amphigory_tui.services.scanner import CHANGED_REASON, CHECKPOINT_KEY, MISSING_REASON, Scanner
+from amphigory_tui.services.walk import extension_set, sort_key, walk_media
+from amphigory_tui.store import Store
+from tests.scanner.conftest import (
+    BIG,
+    DEEP,
+    HOSTILE,
+    IN_CLOSED_DIR,
+    MEDIA,
+    MPEG2,
+    SAMPLE,
+    SCOPE,
+    CountingProber,
+    settings_with,
+)
+
+ALL_AS_ROOT = (*MEDIA, IN_CLOSED_DIR)
+"""As root (in-process) the closed folder is readable too."""
+
+
+def rows(store: Store) -> dict[str, MediaFile]:
+    """Every media row (missing ones too), by path."""
+    from amphigory_tui.store import MediaFilter
+
+    return {m.path: m for m in store.media.list_media(MediaFilter(include_missing=True))}
+
+
+def test_first_scan_then_incremental_rescan_probes_nothing(library: Path, store: Store, pool: ProbePool) -> None:
+    """Every media file is recorded once; a second scan of the unchanged tree probes 0 files."""
+    settings = settings_with(scanner__batch_size=3)
+    first = CountingProber(pool)
+    summary = Scanner(store, settings, prober=first).scan([str(library)])
+    expected = {str(library / p) for p in ALL_AS_ROOT}
+    assert set(first.paths) == expected
+    assert set(rows(store)) == expected
+    n = len(expected)
+    assert (summary.seen, summary.probed, summary.added, summary.unchanged) == (n, n, n, 0)
+    assert summary.probe_errors == 3  # empty, text, truncated (root can read the "unreadable" ones)
+    assert not summary.canceled and summary.resumed_from is None
+    assert store.state.get(CHECKPOINT_KEY) is None
+    assert store.state.get(LAST_SCAN_KEY) is not None
+
+    second = CountingProber(pool)
+    again = Scanner(store, settings, prober=second).scan([str(library)])
+    assert second.count == 0
+    assert (again.seen, again.probed, again.unchanged, again.added, again.updated, again.missing) == (
+        len(expected),
+        0,
+        len(expected),
+        0,
+        0,
+        0,
+    )
+    assert again.need_transcoding == summary.need_transcoding == sum(m.should_transcode for m in rows(store).values())
+
+
+def test_changed_file_is_reprobed_and_its_jobs_canceled(library: Path, store: Store, counting: CountingProber) -> None:
+    """A changed file: re-probed, its queued job canceled with a reason; a running one is asked to stop."""
+    settings = settings_with()
+    scanner = Scanner(store, settings, prober=counting)
+    scanner.scan([str(library)])
+    assert store.jobs.queue_for_transcoding() >= 3
+    by_path = {j.input_path: j for j in store.jobs.list_jobs()}
+    running = store.jobs.claim("host:1:test")
+    assert running is not None
+    queued_path = next(p for p, j in by_path.items() if j.id != running.id)
+
+    for path in (queued_path, running.input_path):
+        with open(path, "ab") as fh:
+            fh.write(b"\0" * 1024)
+    before = counting.count
+    summary = scanner.scan([str(library)])
+    assert sorted(counting.paths[before:]) == sorted([queued_path, running.input_path])
+    assert (summary.updated, summary.added, summary.probed) == (2, 0, 2)
+
+    queued_job = store.jobs.get(by_path[queued_path].id)
+    assert queued_job.status is JobStatus.CANCELED
+    assert queued_job.error_message == CHANGED_REASON
+    running_job = store.jobs.get(running.id)
+    assert running_job.control_request == "cancel"
+    assert rows(store)[queued_path].size_bytes == os.path.getsize(queued_path)
+
+
+def test_missing_file_is_marked_and_its_job_canceled_then_reappears(
+    library: Path, store: Store, counting: CountingProber
+) -> None:
+    """A deleted file is marked missing (its queued job canceled); when it comes back it is probed again."""
+    scanner = Scanner(store, settings_with(), prober=counting)
+    scanner.scan([str(library)])
+    store.jobs.queue_for_transcoding()
+    target = str(library / MPEG2)
+    job = next(j for j in store.jobs.list_jobs() if j.input_path == target)
+    saved = Path(target).read_bytes()
+    os.unlink(target)
+
+    summary = scanner.scan([str(library)])
+    assert summary.missing == 1
+    row = rows(store)[target]
+    assert row.missing and not row.should_transcode
+    canceled = store.jobs.get(job.id)
+    assert (canceled.status, canceled.error_message) == (JobStatus.CANCELED, MISSING_REASON)
+    assert scanner.scan([str(library)]).missing == 0  # already marked: not counted again
+
+    Path(target).write_bytes(saved)
+    before = counting.count
+    back = scanner.scan([str(library)])
+    assert counting.paths[before:] == [target]
+    assert back.updated == 1
+    assert not rows(store)[target].missing
+
+
+def test_unmounted_root_marks_nothing_missing(library: Path, store: Store, counting: CountingProber) -> None:
+    """A root that suddenly lists no media at all (an unmounted share) is reported, not emptied."""
+    scanner = Scanner(store, settings_with(), prober=counting)
+    scanner.scan([str(library)])
+    for child in library.iterdir():
+        if child.is_dir():
+            shutil.rmtree(child)
+    summary = scanner.scan([str(library)])
+    assert summary.missing == 0
+    assert summary.walk_errors == 1
+    assert "is it mounted?" in (summary.last_error or "")
+    assert not any(m.missing for m in rows(store).values())
+
+
+def test_reevaluate_applies_new_rules_without_probing(library: Path, store: Store, counting: CountingProber) -> None:
+    """--reevaluate re-runs the rules over stored probes: new reasons, no probe."""
+    Scanner(store, settings_with(), prober=counting).scan([str(library)])
+    before = counting.count
+    strict = settings_with(rules__min_size_mb=10_000.0, rules__exclude_patterns=["*trailer*"])
+    summary = Scanner(store, strict, prober=counting).reevaluate()
+    assert counting.count == before
+    assert summary.files == len(ALL_AS_ROOT)
+    assert summary.need_transcoding == 0
+    after = rows(store)
+    assert after[str(library / BIG)].reason == "below min size 10000 MB"
+    assert after[str(library / SAMPLE)].reason == "below min size 10000 MB"  # no longer excluded by *sample*
+
+    Scanner(store, settings_with(), prober=counting).reevaluate([str(library)])
+    assert rows(store)[str(library / BIG)].reason.startswith("h264 1080p → hevc, est. −")
+    assert counting.count == before
+
+
+def test_cancel_leaves_a_checkpoint_and_the_next_scan_resumes(library: Path, store: Store, pool: ProbePool) -> None:
+    """Cancel mid-scan: committed rows + checkpoint; the next scan says where it resumes and probes only the rest."""
+    cancel = threading.Event()
+    settings = settings_with(scanner__batch_size=2)
+    stopper = CountingProber(pool, after_each=lambda n: cancel.set() if n == 4 else None)
+    first = Scanner(store, settings, prober=stopper).scan([str(library)], cancel=cancel)
+    assert first.canceled
+    assert store.state.get(LAST_SCAN_KEY) is None
+    scanner = Scanner(store, settings, prober=CountingProber(pool))
+    cp = scanner.resumable([str(library)])
+    assert cp is not None and cp.last is not None
+    recorded = rows(store)
+    assert 4 <= len(recorded) < len(ALL_AS_ROOT)
+    # Every file up to the checkpoint is recorded.
+    assert all(str(library / p) in recorded for p in ALL_AS_ROOT if sort_key(str(library / p)) <= sort_key(cp.last))
+
+    second_prober = CountingProber(pool)
+    events: list[ScanProgress] = []
+    second = Scanner(store, settings, prober=second_prober).scan([str(library)], on_progress=events.append)
+    assert second.resumed_from == cp.last
+    assert events[0].resumed and events[-1].done
+    assert not set(second_prober.paths) & set(recorded)  # nothing recorded before is probed again
+    assert set(second_prober.paths) | set(recorded) == {str(library / p) for p in ALL_AS_ROOT}
+    assert second.seen == len(ALL_AS_ROOT)  # counts span both runs, each file once
+    assert second.added == len(ALL_AS_ROOT)
+    assert store.state.get(CHECKPOINT_KEY) is None
+
+
+def test_missing_files_are_found_across_an_interrupted_and_resumed_scan(
+    library: Path, store: Store, pool: ProbePool
+) -> None:
+    """Files deleted before an interrupted rescan — before and after its checkpoint — are all marked missing."""
+    settings = settings_with(scanner__batch_size=1)
+    Scanner(store, settings, prober=CountingProber(pool)).scan([str(library)])
+    early, late, between = str(library / "Broken/empty.mkv"), str(library / SCOPE), str(library / MPEG2)
+    os.unlink(early)
+    os.unlink(late)
+    # New files right after "Broken/": probing them fills the pool's 4 slots, so the walk waits there and the
+    # cancel after the first result lands between `early` and `late`.
+    for i in range(6):
+        shutil.copy(library / HOSTILE, library / f"Collection/new{i}.mkv")
+    cancel = threading.Event()
+    stopper = CountingProber(pool, after_each=lambda n: cancel.set())
+    first = Scanner(store, settings, prober=stopper).scan([str(library)], cancel=cancel)
+    assert first.canceled
+    cp = Scanner(store, settings).resumable([str(library)])
+    assert cp is not None and cp.last is not None
+    assert sort_key(early) < sort_key(cp.last) < sort_key(late)
+    os.unlink(between)  # deleted while the scan was interrupted, after its checkpoint
+
+    second = Scanner(store, settings, prober=CountingProber(pool)).scan([str(library)])
+    assert not second.canceled
+    after = rows(store)
+    assert after[early].missing and after[late].missing and after[between].missing
+    assert second.missing == 3
+    assert not any(after[str(library / f"Collection/new{i}.mkv")].missing for i in range(6))
+
+
+def test_progress_events_describe_the_scan(library: Path, store: Store, counting: CountingProber) -> None:
+    """Events: seen never goes back, the last one says done and matches the summary."""
+    events: list[ScanProgress] = []
+    summary = Scanner(store, settings_with(), prober=counting, progress_interval_s=0).scan(
+        [str(library)], on_progress=events.append
+    )
+    assert len(events) >= 3
+    assert [e.seen for e in events] == sorted(e.seen for e in events)
+    last = events[-1]
+    assert last.done and not last.canceled and not last.resumed
+    assert (last.seen, last.probed, last.added, last.errors) == (
+        summary.seen,
+        summary.probed,
+        summary.added,
+        summary.probe_errors + summary.walk_errors,
+    )
+    assert last.total_estimate >= last.seen
+    assert any(e.current_dir.startswith(str(library)) for e in events)
+
+
+def test_symlinks_skipped_by_default_and_never_followed_into_loops(
+    tmp_path: Path, store: Store, counting: CountingProber, library_src: Path
+) -> None:
+    """Default: links ignored. follow_symlinks: linked files and folders are scanned, a loop is walked once."""
+    root = tmp_path / "root"
+    (root / "real").mkdir(parents=True)
+    shutil.copy(library_src / HOSTILE, root / "real/a.mkv")
+    os.symlink(root / "real/a.mkv", root / "link.mkv")
+    os.symlink(root, root / "real/loop")  # real/loop -> root: a cycle
+    os.symlink(tmp_path / "nowhere.mkv", root / "dangling.mkv")
+
+    plain = Scanner(store, settings_with(), prober=counting).scan([str(root)])
+    assert set(rows(store)) == {str(root / "real/a.mkv")}
+    assert plain.walk_errors == 0
+
+    followed = Scanner(store, settings_with(scanner__follow_symlinks=True), prober=counting).scan([str(root)])
+    assert set(rows(store)) == {str(root / "real/a.mkv"), str(root / "link.mkv")}
+    assert followed.seen == 2
+
+
+def test_walk_order_matches_sort_key_and_resumes_after_a_path(tmp_path: Path) -> None:
+    """Names that sort differently as strings and as components ("a b" < "a/…" < "a-b") come out in key order."""
+    names = ["a/x.mkv", "a b/x.mkv", "a-b/x.mkv", "a/b/c.mkv", "a.mkv", "A.MKV", "ab.mkv", "é.mkv", "z.txt"]
+    for name in names:
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_bytes(b"x")
+    exts = extension_set(["MKV"])
+    walked = [p for p, _, _ in walk_media(str(tmp_path), exts)]
+    assert walked == sorted(walked, key=sort_key)
+    assert {os.path.relpath(p, tmp_path) for p in walked} == {n for n in names if not n.endswith(".txt")}
+    middle = walked[3]
+    rest = [p for p, _, _ in walk_media(str(tmp_path), exts, after=middle)]
+    assert rest == walked[4:]
+
+
+def test_scan_paths_handles_new_changed_and_deleted(library: Path, store: Store, counting: CountingProber) -> None:
+    """Watch mode's entry point: one file probed, a deleted folder's files marked missing, others ignored."""
+    scanner = Scanner(store, settings_with(), prober=counting)
+    scanner.scan([str(library)])
+    new = library / "TV/new episode.mkv"
+    shutil.copy(library / BIG, new)
+    shutil.rmtree(library / "Collection")
+    before = counting.count
+    outcomes = scanner.scan_paths(
+        [str(new), str(library / "Collection"), str(library / "Extras/readme.txt"), "/elsewhere/x.mkv"],
+        roots=[str(library)],
+        auto_queue=True,
+    )
+    by_path = {o.path: o for o in outcomes}
+    assert counting.paths[before:] == [str(new)]
+    assert by_path[str(new)].outcome == "added" and by_path[str(new)].queued
+    assert by_path[str(library / DEEP)].outcome == "missing"
+    assert by_path[str(library / "Extras/readme.txt")].outcome == "ignored"
+    assert by_path["/elsewhere/x.mkv"].outcome == "ignored"
+    assert rows(store)[str(library / DEEP)].missing
+    assert [j.input_path for j in store.jobs.list_jobs()] == [str(new)]
