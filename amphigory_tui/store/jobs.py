@@ -77,7 +77,7 @@ WHERE j.status = 'queued'
   AND (j.next_attempt_at IS NULL OR j.next_attempt_at <= :now)
   AND (j.depends_on IS NULL OR EXISTS (
         SELECT 1 FROM transcode_jobs d WHERE d.id = j.depends_on AND d.status = 'completed'))
-ORDER BY j.created_at, j.id
+ORDER BY j.priority DESC, j.created_at, j.id
 LIMIT 1
 """
 
