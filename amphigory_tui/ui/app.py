@@ -1,27 +1,368 @@
-"""The Textual app (placeholder until the TUI issue lands)."""
+"""AmphigoryApp: the Scan / Queue / Workers / Log tabs over the job database, with the worker pool running inside.
+
+Nothing here touches the database on the UI thread: every read and write runs in a thread worker that posts a
+message back. One poll (every ``ui.poll_interval_s``) reads only the jobs changed since the last one, the worker
+registry and new log lines; in-process pool events arrive through the bridge without waiting for it.
+"""
 
 from __future__ import annotations
 
-from typing import ClassVar
+import inspect
+import logging
+from dataclasses import replace
+from typing import Any, ClassVar
 
+from textual import on, work
 from textual.app import App, ComposeResult
-from textual.widgets import Footer, Header, Static
+from textual.binding import Binding, BindingType
+from textual.widgets import Footer, Header, TabbedContent, TabPane
+from textual.worker import Worker, WorkerState
 
+from amphigory_tui.config import Settings
+from amphigory_tui.domain.clock import Clock
+from amphigory_tui.domain.errors import AmphigoryError
 from amphigory_tui.services.runtime import Services
+from amphigory_tui.ui.bridge import UiLogHandler, UiSink
+from amphigory_tui.ui.commands import AmphigoryCommands
+from amphigory_tui.ui.context import UiContext
+from amphigory_tui.ui.messages import (
+    ActionDone,
+    DataChanged,
+    JobStatusChanged,
+    LogAppended,
+    Polled,
+    ProgressFlush,
+    WorkerBeaten,
+)
+from amphigory_tui.ui.ports import PoolPort, ScanRunner
+from amphigory_tui.ui.tabs.log import LogPane
+from amphigory_tui.ui.tabs.queue import QueuePane
+from amphigory_tui.ui.tabs.scan import ScanPane
+from amphigory_tui.ui.tabs.workers import WorkersPane
+from amphigory_tui.ui.theme import DARK, DARK_THEME, LIGHT_THEME, theme_name
+from amphigory_tui.ui.widgets.confirm import ConfirmModal
+
+log = logging.getLogger(__name__)
+
+TABS = ("scan", "queue", "workers", "log")
+POLL_OVERLAP_S = 2.0
+"""Each poll re-reads this much of the past: writers' clocks and commit order are not perfectly in step."""
+FULL_RELOAD_S = 60.0
+"""A full reload of the Queue tab this often, in case another machine's clock hid a change from the poll."""
+SHUTDOWN_WAIT_S = 30.0
 
 
 class AmphigoryApp(App[None]):
     """amphigory's terminal UI."""
 
+    CSS_PATH = "app.tcss"
     TITLE = "amphigory"
-    BINDINGS: ClassVar = [("q", "quit", "Quit")]
+    COMMANDS: ClassVar[set[Any]] = App.COMMANDS | {AmphigoryCommands}
+    ENABLE_COMMAND_PALETTE = True
 
-    def __init__(self, services: Services) -> None:
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("1", "show_tab('scan')", "Scan", id="tab-scan", show=False),
+        Binding("2", "show_tab('queue')", "Queue", id="tab-queue", show=False),
+        Binding("3", "show_tab('workers')", "Workers", id="tab-workers", show=False),
+        Binding("4", "show_tab('log')", "Log", id="tab-log", show=False),
+        Binding("question_mark", "help", "Help", id="help"),
+        Binding("S", "settings", "Settings", id="settings"),
+        Binding("ctrl+t", "toggle_theme", "Light/dark", show=False, id="toggle-theme"),
+        Binding("ctrl+r", "reload", "Reload", show=False, id="reload"),
+        Binding("q", "request_quit", "Quit", id="quit"),
+    ]
+
+    def __init__(
+        self,
+        services: Services,
+        *,
+        pool: PoolPort | None = None,
+        scan_runner: ScanRunner | None = None,
+        notice: str | None = None,
+        clock: Clock | None = None,
+        poll: bool = True,
+        install_log_handler: bool = True,
+    ) -> None:
         super().__init__()
         self.services = services
+        self.ctx = UiContext(
+            queries=services.queries,
+            actions=services.actions,
+            clock=clock or services.clock,
+            settings=services.settings,
+            pool=pool,
+            scan_runner=scan_runner,
+        )
+        self.sink = UiSink(self)
+        self.notice = notice
+        self._poll_enabled = poll
+        self._poll_since = self.ctx.clock.now() - POLL_OVERLAP_S
+        self._log_after = 0
+        self._polling = False
+        self._log_handler = UiLogHandler(self.sink) if install_log_handler else None
+        self._pool_worker: Worker[None] | None = None
+        # Kept as attributes: app.query_one() searches the active screen, which is a modal now and then.
+        self.scan_pane = ScanPane(self.ctx, id="scan-pane")
+        self.queue_pane = QueuePane(self.ctx, id="queue-pane")
+        self.workers_pane = WorkersPane(self.ctx, id="workers-pane")
+        self.log_pane = LogPane(id="log-pane")
+        self.register_theme(DARK_THEME)
+        self.register_theme(LIGHT_THEME)
+        self.theme = theme_name(services.settings.ui.dark)
 
+    @property
+    def settings(self) -> Settings:
+        """The live settings (the settings screen can change them)."""
+        return self.ctx.settings
+
+    # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
-        """Header, a placeholder body, the footer."""
+        """Header, the four tabs, the footer."""
         yield Header()
-        yield Static("amphigory")
-        yield Footer()
+        with TabbedContent(initial="queue", id="tabs"):
+            with TabPane("1 Scan", id="scan"):
+                yield self.scan_pane
+            with TabPane("2 Queue", id="queue"):
+                yield self.queue_pane
+            with TabPane("3 Workers", id="workers"):
+                yield self.workers_pane
+            with TabPane("4 Log", id="log"):
+                yield self.log_pane
+        yield Footer(compact=True)
+
+    def on_mount(self) -> None:
+        """Keymap, log handler, polling, the pool; focus the Queue table."""
+        if self.settings.ui.keymap:
+            self.set_keymap(dict(self.settings.ui.keymap))
+        if self._log_handler is not None:
+            logging.getLogger("amphigory_tui").addHandler(self._log_handler)
+        self.queue_pane.table.focus()
+        if self._poll_enabled:
+            self._poll_timer = self.set_interval(self.settings.ui.poll_interval_s, self._poll)
+            self.set_interval(FULL_RELOAD_S, self.reload_all)
+        self.set_interval(1.0, self._tick)
+        pool = self.ctx.pool
+        if pool is not None:
+            self._pool_worker = self.run_worker(self._run_pool(pool), name="pool", group="pool", exit_on_error=False)
+        if self.notice:
+            self.notify(self.notice, title="Startup", timeout=10)
+
+    async def _run_pool(self, pool: PoolPort) -> None:
+        # The pool is anyio; anyio runs on the asyncio loop Textual already runs, inside this task.
+        await pool.run()
+
+    def on_unmount(self) -> None:
+        """Detach the log handler (tests run many apps in one process)."""
+        if self._log_handler is not None:
+            logging.getLogger("amphigory_tui").removeHandler(self._log_handler)
+
+    # ------------------------------------------------------------------ panes
+    def action_show_tab(self, tab: str) -> None:
+        """Switch to a tab and focus its table."""
+        self.screen_stack[0].query_one(TabbedContent).active = tab
+        self._focus_tab(tab)
+
+    @on(TabbedContent.TabActivated)
+    def _tab_activated(self, event: TabbedContent.TabActivated) -> None:
+        self._focus_tab(event.pane.id or "")
+
+    def _focus_tab(self, tab: str) -> None:
+        if tab == "scan":
+            self.scan_pane.activate()
+            self.scan_pane.table.focus()
+        elif tab == "queue":
+            self.queue_pane.table.focus()
+        elif tab == "workers":
+            self.workers_pane.table.focus()
+        elif tab == "log":
+            self.log_pane.view.focus()
+
+    # ------------------------------------------------------------------ polling
+    def _poll(self) -> None:
+        if self._polling:
+            return
+        self._polling = True
+        self._poll_db(self._poll_since, self._log_after)
+
+    @work(thread=True, group="poll", exit_on_error=False)
+    def _poll_db(self, since: float, log_after: int) -> None:
+        queries = self.ctx.queries
+        polled_at = self.ctx.clock.now()
+        changed = queries.jobs_changed_since(since)
+        workers = queries.workers()
+        busy = sorted({w.current_job_id for w in workers if w.current_job_id})
+        worker_jobs = {job.id: job for job in queries.jobs_by_ids(busy)} if busy else {}
+        log_rows = queries.log_tail(after_id=log_after, limit=500)
+        truncated = len(changed) >= 1000
+        self.post_message(Polled(changed, workers, worker_jobs, log_rows, polled_at, truncated))
+
+    @on(Polled)
+    def _polled(self, message: Polled) -> None:
+        self._polling = False
+        self._poll_since = message.polled_at - POLL_OVERLAP_S
+        if message.log:
+            self._log_after = message.log[-1][0]
+            self.log_pane.add_db(message.log)
+        self.queue_pane.apply_changes(message.changed, truncated=message.truncated)
+        self.workers_pane.apply_poll(message.workers, message.worker_jobs)
+
+    def _tick(self) -> None:
+        self.workers_pane.tick()
+
+    def reload_all(self) -> None:
+        """Reload every tab's data (after an action, a scan, or as a safety net)."""
+        self.queue_pane.request_structure()
+        if self.scan_pane.loaded:
+            self.scan_pane.request_reload()
+
+    def action_reload(self) -> None:
+        """Reload everything now."""
+        self.reload_all()
+        self._poll()
+
+    @on(ActionDone)
+    def _action_done(self, message: ActionDone) -> None:
+        if message.changed:
+            self.reload_all()
+            self._poll()
+
+    @on(DataChanged)
+    def _data_changed(self, message: DataChanged) -> None:
+        self.reload_all()
+
+    # ------------------------------------------------------------------ pool events (bridge)
+    @on(ProgressFlush)
+    def _progress(self, message: ProgressFlush) -> None:
+        progress = self.sink.drain_progress()
+        if progress:
+            self.queue_pane.apply_progress(progress)
+            self.workers_pane.apply_progress(progress)
+
+    @on(JobStatusChanged)
+    def _job_changed(self, message: JobStatusChanged) -> None:
+        self.queue_pane.apply_job_changed(message.event)
+        self._poll()
+
+    @on(WorkerBeaten)
+    def _beat(self, message: WorkerBeaten) -> None:
+        self.workers_pane.apply_beat(message.event)
+
+    @on(LogAppended)
+    def _log_appended(self, message: LogAppended) -> None:
+        records = message.records + self.sink.drain_log()
+        if records:
+            self.log_pane.add_local(records)
+
+    def on_worker_state_changed(self, event: Worker.StateChanged) -> None:
+        """One place where a failed worker becomes a message the user can read (Harlequin's error router)."""
+        if event.state is not WorkerState.ERROR:
+            return
+        worker = event.worker
+        if worker.group == "poll":
+            self._polling = False
+        error = worker.error
+        if isinstance(error, AmphigoryError):
+            text = str(error)
+        else:
+            text = f"{type(error).__name__}: {error}"
+            log.error("%s failed: %s", worker.name or worker.group, text, exc_info=error)
+        if worker.group == "pool":
+            text = f"The worker pool stopped: {text}"
+        self.notify(text, severity="error", timeout=10)
+
+    # ------------------------------------------------------------------ screens
+    def action_help(self) -> None:
+        """Every key, per tab."""
+        from amphigory_tui.ui.screens.help import HelpScreen
+
+        self.push_screen(HelpScreen())
+
+    def action_settings(self) -> None:
+        """The settings screen."""
+        from amphigory_tui.ui.screens.settings import SettingsScreen
+
+        self.push_screen(SettingsScreen(self.settings, apply=self.apply_settings))
+
+    def action_toggle_theme(self) -> None:
+        """Switch between the dark and the light theme."""
+        dark = self.current_theme.dark
+        self.theme = theme_name(not dark)
+        self.ctx.settings = replace(self.settings, ui=replace(self.settings.ui, dark=not dark))
+
+    def apply_settings(self, new: Settings) -> None:
+        """Apply what can change live: pool size, theme, poll interval, keymap; the rest at the next start."""
+        old = self.settings
+        self.ctx.settings = new
+        pool = self.ctx.pool
+        if pool is not None and new.workers.count != pool.size:
+            pool.set_size(new.workers.count)
+        if new.ui.dark != old.ui.dark or self.theme not in (DARK, theme_name(False)):
+            self.theme = theme_name(new.ui.dark)
+        if new.ui.keymap != old.ui.keymap:
+            self.set_keymap(dict(new.ui.keymap))
+        if new.ui.poll_interval_s != old.ui.poll_interval_s and self._poll_enabled:
+            self._poll_timer.stop()
+            self._poll_timer = self.set_interval(new.ui.poll_interval_s, self._poll)
+        if new.logging.level != old.logging.level:
+            logging.getLogger("amphigory_tui").setLevel(new.logging.level.upper())
+        self.workers_pane.refresh()
+
+    # ------------------------------------------------------------------ quitting
+    def running_here(self) -> int:
+        """How many jobs this process's pool is running now."""
+        pool = self.ctx.pool
+        if pool is None:
+            return 0
+        return sum(1 for worker in _snapshot_workers(pool) if _worker_job(worker) is not None)
+
+    def action_request_quit(self) -> None:
+        """Quit; ask first when this process is running jobs (they are paused and resume at the next start)."""
+        running = self.running_here()
+        if not running:
+            self._stop_and_exit()
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self._stop_and_exit()
+
+        self.push_screen(
+            ConfirmModal(
+                "Quit amphigory?",
+                f"{running} job{'s are' if running != 1 else ' is'} running in this process. Quitting pauses "
+                "them; they resume where they were at the next start.",
+                yes="Quit",
+                no="Stay",
+            ),
+            answered,
+        )
+
+    @work(group="shutdown", exclusive=True, exit_on_error=False)
+    async def _stop_and_exit(self) -> None:
+        self.scan_pane.cancel_scan()
+        pool = self.ctx.pool
+        if pool is not None and self._pool_worker is not None:
+            self.notify("Stopping workers…", timeout=SHUTDOWN_WAIT_S)
+            shutdown = getattr(pool, "shutdown", None)
+            if shutdown is not None:
+                result = shutdown(pause_running=True, grace=True)
+                if inspect.isawaitable(result):
+                    await result
+            try:
+                await self._pool_worker.wait()
+            except Exception as exc:  # the pool already reported its own failure through the error router
+                log.warning("worker pool ended with %s", exc)
+        self.exit()
+
+
+def _snapshot_workers(pool: PoolPort) -> list[Any]:
+    snap = pool.snapshot()
+    workers = getattr(snap, "workers", snap)
+    return list(workers) if workers is not None else []
+
+
+def _worker_job(worker: Any) -> int | None:
+    job = getattr(worker, "job_id", None)
+    if job is None:
+        job = getattr(worker, "current_job_id", None)
+    return job if isinstance(job, int) else None

@@ -1,0 +1,96 @@
+"""The help screen: every key of every tab, as remapped by ``[ui] keymap``, with the binding ids to remap them."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import ClassVar
+
+from rich.table import Table
+from rich.text import Text
+from textual.app import ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import VerticalScroll
+from textual.screen import ModalScreen
+from textual.widgets import Static
+
+
+def _bindings(items: Iterable[BindingType]) -> list[Binding]:
+    out: list[Binding] = []
+    for item in items:
+        if isinstance(item, Binding):
+            out.append(item)
+        else:
+            out.append(Binding(*item))
+    return out
+
+
+def binding_groups() -> list[tuple[str, list[Binding]]]:
+    """Every binding of the app, grouped as the help screen shows them."""
+    from amphigory_tui.ui.app import AmphigoryApp
+    from amphigory_tui.ui.screens.action_menu import ActionMenu
+    from amphigory_tui.ui.screens.settings import SettingsScreen
+    from amphigory_tui.ui.tabs.log import LogPane
+    from amphigory_tui.ui.tabs.queue import QueuePane
+    from amphigory_tui.ui.tabs.scan import ScanPane
+    from amphigory_tui.ui.tabs.workers import WorkersPane
+    from amphigory_tui.ui.widgets.log_view import LogView
+    from amphigory_tui.ui.widgets.virtual_table import VirtualTable
+
+    return [
+        ("Everywhere", [*_bindings(AmphigoryApp.BINDINGS), Binding("ctrl+p", "command_palette", "Command palette")]),
+        ("Tables", _bindings(VirtualTable.BINDINGS)),
+        ("Scan tab (1)", _bindings(ScanPane.BINDINGS)),
+        ("Queue tab (2)", _bindings(QueuePane.BINDINGS)),
+        ("Workers tab (3)", _bindings(WorkersPane.BINDINGS)),
+        ("Log tab (4)", _bindings(LogPane.BINDINGS) + _bindings(LogView.BINDINGS)),
+        ("Action menu (Enter on a job)", _bindings(ActionMenu.BINDINGS)),
+        ("Settings screen (S)", _bindings(SettingsScreen.BINDINGS)),
+    ]
+
+
+def keys_of(binding: Binding, keymap: Mapping[str, str]) -> list[str]:
+    """The keys a binding answers to, after the user's keymap."""
+    keys = keymap.get(binding.id, binding.key) if binding.id else binding.key
+    return [k.strip() for k in keys.split(",") if k.strip()]
+
+
+class HelpScreen(ModalScreen[None]):
+    """Every binding, per tab; Esc or ? closes."""
+
+    DEFAULT_CSS = """
+    HelpScreen { align: center middle; }
+    HelpScreen > VerticalScroll {
+        width: 100; max-width: 100%; height: 1fr; border: round $primary; background: $surface; padding: 0 1;
+    }
+    """
+
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("escape,question_mark,q", "close", "Close", id="help-close")]
+
+    def compose(self) -> ComposeResult:
+        """The key table in a scrolling box."""
+        with VerticalScroll() as body:
+            body.border_title = 'Keys · Esc closes · remap with [ui] keymap: id = "keys"'
+            yield Static(self._table(), id="help-text")
+
+    def _table(self) -> Table:
+        keymap: Mapping[str, str] = self.app.settings.ui.keymap if hasattr(self.app, "settings") else {}
+        table = Table(box=None, expand=True, show_header=False, pad_edge=False)
+        table.add_column("Keys", no_wrap=True, style="bold", min_width=14)
+        table.add_column("What", ratio=1)
+        table.add_column("Id", no_wrap=True, style="dim")
+        for title, bindings in binding_groups():
+            table.add_row(Text(title, style="bold underline"), "", "")
+            seen: set[tuple[str, str]] = set()
+            for binding in bindings:
+                keys = keys_of(binding, keymap)
+                shown = " ".join(self.app.get_key_display(Binding(k, binding.action)) for k in keys)
+                if (shown, binding.description) in seen:
+                    continue
+                seen.add((shown, binding.description))
+                table.add_row(shown, binding.tooltip or binding.description, binding.id or "")
+            table.add_row("", "", "")
+        return table
+
+    def action_close(self) -> None:
+        """Back."""
+        self.dismiss(None)
