@@ -181,16 +181,15 @@ def _refusal(work: Path, settings: Settings) -> str | None:
     return None
 
 
-def _walk(work: Path, skip_dirs: set[Path], skip_files: set[Path]) -> Iterator[_Entry]:
-    """Every entry under ``work`` (bottom-up), never following a symlink, never entering ``skip_dirs``."""
+def _walk(work: Path, skip_dirs: set[str], skip_files: set[str]) -> Iterator[_Entry]:
+    """Every entry under ``work`` (top-down), never following a symlink, never entering ``skip_dirs``."""
+    join = os.path.join
     for dirpath, dirnames, filenames, dir_fd in os.fwalk(work, topdown=True, follow_symlinks=False):
-        here = Path(dirpath)
-        rel = here.relative_to(work).parts
-        for name in list(dirnames):
-            if here / name in skip_dirs:
-                dirnames.remove(name)
+        rel = tuple(os.path.relpath(dirpath, work).split(os.sep)) if dirpath != str(work) else ()
+        if skip_dirs:
+            dirnames[:] = [name for name in dirnames if join(dirpath, name) not in skip_dirs]
         for name in filenames + dirnames:
-            if here / name in skip_files:
+            if skip_files and join(dirpath, name) in skip_files:
                 continue
             try:
                 st = os.stat(name, dir_fd=dir_fd, follow_symlinks=False)
@@ -216,16 +215,24 @@ def _open_parent(work_fd: int, parts: tuple[str, ...]) -> int:
     return fd
 
 
-def _owned_roots(jobs: Iterable[Job], work: Path) -> set[tuple[str, ...]]:
-    """Relative paths under ``work`` that live jobs own: their temp path and their ``job-<id>…`` folders."""
-    owned: set[tuple[str, ...]] = set()
+def _owned_roots(jobs: Iterable[Job], work: Path, configured: Path) -> dict[str, set[tuple[str, ...]]]:
+    """Paths under ``work`` that live jobs own (their temp path, their ``job-<id>…`` folders), by first part."""
+    owned: dict[str, set[tuple[str, ...]]] = {}
+    prefixes = {str(work) + os.sep, os.path.abspath(configured) + os.sep}
     ids = set()
     for job in jobs:
         ids.add(job.id)
-        if job.temp_path:
-            real = Path(os.path.realpath(job.temp_path))
-            if _inside(real, work) and real != work:
-                owned.add(real.relative_to(work).parts)
+        if not job.temp_path:
+            continue
+        normal = os.path.normpath(job.temp_path)
+        prefix = next((p for p in prefixes if normal.startswith(p)), None)
+        if prefix is None:
+            # Named through some other symlinked path: resolve it (rare, so the cost of realpath is fine here).
+            normal, prefix = os.path.realpath(job.temp_path), str(work) + os.sep
+            if not normal.startswith(prefix):
+                continue
+        parts = tuple(normal[len(prefix) :].split(os.sep))
+        owned.setdefault(parts[0], set()).add(parts)
     try:
         names = os.listdir(work)
     except OSError:
@@ -235,17 +242,23 @@ def _owned_roots(jobs: Iterable[Job], work: Path) -> set[tuple[str, ...]]:
         if name.startswith("job-"):
             digits = name[4:].split("-", 1)[0].split(".", 1)[0]
             if digits.isdigit() and int(digits) in ids:
-                owned.add((name,))
+                owned.setdefault(name, set()).add((name,))
     return owned
 
 
-def _is_owned(parts: tuple[str, ...], owned: set[tuple[str, ...]]) -> bool:
+def _is_owned(parts: tuple[str, ...], owned: dict[str, set[tuple[str, ...]]]) -> bool:
     """Whether ``parts`` is an owned path, inside one, or an ancestor of one (whose folder must stay)."""
-    for root in owned:
+    for root in owned.get(parts[0], ()):
         n = min(len(root), len(parts))
         if parts[:n] == root[:n]:
             return True
     return False
+
+
+def _merge(a: dict[str, set[tuple[str, ...]]], b: dict[str, set[tuple[str, ...]]]) -> dict[str, set[tuple[str, ...]]]:
+    for key, roots in b.items():
+        a.setdefault(key, set()).update(roots)
+    return a
 
 
 def clean_work_dir(
@@ -272,7 +285,7 @@ def clean_work_dir(
     protected = {Path(os.path.realpath(p)) for p in (*_protected_files(services), *extra_protected)}
     protected |= _protected_files(services)
     lock_dir = Path(os.path.realpath(paths.lock_dir()))
-    skip_dirs = {lock_dir} | {p for p in protected if p.is_dir()}
+    skip_dirs = {str(lock_dir)} | {str(p) for p in protected if p.is_dir()}
     protected_ids: set[tuple[int, int]] = set()
     for p in protected:
         try:
@@ -280,11 +293,11 @@ def clean_work_dir(
         except OSError:
             continue
         protected_ids.add((st.st_dev, st.st_ino))
-    entries = [e for e in _walk(work, skip_dirs, protected) if (e.dev, e.ino) not in protected_ids]
+    skip_files = {str(p) for p in protected}
+    entries = [e for e in _walk(work, skip_dirs, skip_files) if (e.dev, e.ino) not in protected_ids]
     if not entries:
         return TempCleanup()
-    owned = _owned_roots(live_jobs(), work)
-    owned |= _owned_roots(live_jobs(), work)
+    owned = _merge(_owned_roots(live_jobs(), work, configured), _owned_roots(live_jobs(), work, configured))
     files = removed_bytes = dirs = 0
     work_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:

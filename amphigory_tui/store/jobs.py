@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from sqlalchemy import Connection, Table, and_, case, func, or_, select, text, update
 from sqlalchemy.exc import IntegrityError
@@ -41,6 +41,7 @@ M = cast(Table, MediaFileRow.__table__)
 W = cast(Table, WorkerRow.__table__)
 
 RUNNING = JobStatus.RUNNING.value
+T = TypeVar("T")
 _LIVE_SQL = "('queued', 'running', 'paused')"
 # A failed, skipped or canceled job blocks re-queueing its file until the user resubmits or dismisses it, or the
 # file itself changes (a new size or mtime is new content that deserves a fresh decision).
@@ -570,55 +571,73 @@ class JobStore:
         """Orphans of dead owners: ``queued`` (attempt already counted) or ``failed`` at max; (requeued, failed).
 
         A user's pending request wins: cancel/kill -> ``canceled``, pause -> ``paused`` (unless the attempts are used
-        up). Liveness is judged outside the write transaction (it may be slow); the decision is made on the row as
-        it is inside it, so a request the user made meanwhile is not lost, and an owner that changed is left alone.
+        up). Liveness is judged outside the write transaction (it may be slow), once per distinct owner; the
+        decision is one set-based UPDATE per chunk of dead owners on the rows as they are inside the transaction,
+        so a request the user made meanwhile is not lost and a job whose owner changed is left alone (1,000 orphans
+        cost a few statements, not two per row).
         """
-        dead = {(job.id, job.worker_id) for job in self.find_orphaned(is_worker_alive)}
+        with self._db.read() as conn:
+            owners = conn.execute(select(J.c.worker_id).where(J.c.status == RUNNING).distinct()).scalars().all()
+        dead = [owner for owner in owners if owner is None or not is_worker_alive(owner)]
         if not dead:
             return 0, 0
-        requeued = failed = 0
         now = self._clock.now()
+        request = func.coalesce(J.c.control_request, "")
+        cancel = request.in_(("cancel", "kill"))
+        at_max = J.c.attempts >= J.c.max_retries
+        pause = request == "pause"
+        for target in (JobStatus.CANCELED, JobStatus.FAILED, JobStatus.PAUSED, JobStatus.QUEUED):
+            check_transition(JobStatus.RUNNING, target)
+        errors = {
+            "canceled": "canceled by user (owner died)",
+            "failed": "abandoned after restart (max retries exceeded)",
+            # The user asked for a hold before the owner died: honour it (the dead attempt stays spent).
+            "paused": "interrupted: its worker died; paused as asked",
+            "queued": "interrupted: its worker died; requeued",
+        }
+        outcomes = {"canceled": "canceled", "failed": "failed", "paused": "abandoned", "queued": "abandoned"}
+        values = {
+            "status": case(
+                (cancel, JobStatus.CANCELED.value),
+                (at_max, JobStatus.FAILED.value),
+                (pause, JobStatus.PAUSED.value),
+                else_=JobStatus.QUEUED.value,
+            ),
+            "error_message": case(
+                (cancel, errors["canceled"]),
+                (at_max, errors["failed"]),
+                (pause, errors["paused"]),
+                else_=errors["queued"],
+            ),
+            "completed_at": case((or_(cancel, at_max), now), else_=J.c.completed_at),
+            "pause_reason": case((and_(~cancel, ~at_max, pause), PauseReason.USER.value), else_=J.c.pause_reason),
+            "next_attempt_at": case((or_(cancel, at_max, pause), J.c.next_attempt_at), else_=None),
+            "worker_id": None,
+            "child_pid": None,
+            "child_start_ticks": None,
+            "control_request": None,
+            "updated_at": now,
+        }
+        owned_by = [J.c.worker_id.in_(chunk) for chunk in _chunks([o for o in dead if o is not None], 500)]
+        if None in dead:
+            owned_by.append(J.c.worker_id.is_(None))
+        changed: dict[str, list[int]] = {}
         with self._db.write() as conn:
-            query = select(J).where(J.c.id.in_(sorted({job_id for job_id, _ in dead})), J.c.status == RUNNING)
-            if not self._db.is_sqlite:
-                query = query.with_for_update()
-            for job in [job_from_row(r) for r in conn.execute(query).mappings().all()]:
-                if (job.id, job.worker_id) not in dead:
-                    continue
-                owner = J.c.worker_id == job.worker_id if job.worker_id else J.c.worker_id.is_(None)
-                base = update(J).where(J.c.id == job.id, J.c.status == RUNNING, owner)
-                cleared = {
-                    "worker_id": None,
-                    "child_pid": None,
-                    "child_start_ticks": None,
-                    "control_request": None,
-                    "updated_at": now,
-                }
-                if job.control_request in ("cancel", "kill"):
-                    error = "canceled by user (owner died)"
-                    values = {**cleared, "status": "canceled", "completed_at": now, "error_message": error}
-                    outcome = "canceled"
-                elif job.attempts >= job.max_retries:
-                    error = "abandoned after restart (max retries exceeded)"
-                    values = {**cleared, "status": "failed", "completed_at": now, "error_message": error}
-                    outcome = "failed"
-                elif job.control_request == "pause":
-                    # The user asked for a hold before the owner died: honour it (the dead attempt stays spent).
-                    error = "interrupted: its worker died; paused as asked"
-                    values = {**cleared, "status": "paused", "pause_reason": PauseReason.USER.value}
-                    values["error_message"] = error
-                    outcome = "abandoned"
-                else:
-                    error = "interrupted: its worker died; requeued"
-                    values = {**cleared, "status": "queued", "next_attempt_at": None, "error_message": error}
-                    outcome = "abandoned"
-                if conn.execute(base.values(values)).rowcount:
-                    self._end_attempt(conn, job.id, outcome, error, now)
-                    if values["status"] == "queued":
-                        requeued += 1
-                    elif values["status"] == "failed":
-                        failed += 1
-        return requeued, failed
+            for owner in owned_by:
+                rows = conn.execute(
+                    update(J).where(J.c.status == RUNNING, owner).values(values).returning(J.c.id, J.c.status)
+                ).all()
+                for job_id, status in rows:
+                    changed.setdefault(status, []).append(job_id)
+            current_attempt = select(J.c.attempts).where(J.c.id == A.c.job_id).scalar_subquery()
+            for status, ids in changed.items():
+                for chunk in _chunks(ids, 5000):
+                    conn.execute(
+                        update(A)
+                        .where(A.c.job_id.in_(chunk), A.c.attempt == current_attempt, A.c.ended_at.is_(None))
+                        .values(ended_at=now, outcome=outcomes[status], error=errors[status])
+                    )
+        return len(changed.get("queued", ())), len(changed.get("failed", ()))
 
     def recover_paused(self) -> int:
         """Jobs paused by a shutdown go back to the queue (a user's hold stays); returns how many."""
@@ -830,6 +849,11 @@ class JobStore:
             .where(A.c.job_id == job_id, A.c.attempt == attempt, A.c.ended_at.is_(None))
             .values(ended_at=now, outcome=outcome, error=error)
         )
+
+
+def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
+    """``items`` cut into lists of at most ``size`` (bound-parameter limits)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]
 
 
 def _owned(stmt: Any, job_id: int, worker_id: str) -> Any:
