@@ -8,7 +8,6 @@ Kept in three plain steps so the lifecycle parts can grow in place: ``startup`` 
 from __future__ import annotations
 
 import logging
-import signal
 import sys
 from functools import partial
 
@@ -16,15 +15,19 @@ import anyio
 from anyio.abc import TaskGroup
 
 from amphigory_tui.config import Settings
+from amphigory_tui.domain.jobs import RecoveryReport
 from amphigory_tui.pool.pool import WorkerPool
 from amphigory_tui.pool.sink import EventSink, LoggingSink
+from amphigory_tui.services.locks import hold_process_lock, release_process_lock
+from amphigory_tui.services.recovery import recover, summarize
 from amphigory_tui.services.runtime import Services, open_services
+from amphigory_tui.services.signals import STOP_SIGNALS, watch_stop_signals
 
 __all__ = ["configure_logging", "run_worker", "startup"]
 
 logger = logging.getLogger("amphigory.worker")
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
+SIGNALS = STOP_SIGNALS
 """What stops a headless worker: Ctrl-C, the service manager, an SSH session dropping."""
 
 
@@ -34,21 +37,28 @@ def configure_logging(settings: Settings) -> None:
     logging.basicConfig(stream=sys.stderr, level=level, format="%(asctime)s %(levelname)s %(message)s")
 
 
-def startup(services: Services) -> None:
-    """Everything that must happen before the first claim (the lifecycle issue adds the lock and recovery)."""
+def startup(services: Services) -> RecoveryReport:
+    """[lifecycle] Before the first claim: take this process's lock (so everyone sees it alive), then recover.
+
+    Recovery (``services/recovery.py``): leftover tools of dead workers killed, half-done replaces settled, their
+    orphaned jobs requeued (or failed at max retries), shutdown-paused jobs resumed, stale temp files removed.
+    """
     services.settings.work_dir.mkdir(parents=True, exist_ok=True)
+    lock = hold_process_lock()
+    report = recover(services, lock=lock)
+    level = logging.WARNING if report.notes else logging.INFO
+    logger.log(level, "startup recovery: %s", summarize(report))
+    return report
 
 
 async def _watch_signals(pool: WorkerPool, tg: TaskGroup) -> None:
-    """First signal: pause running jobs and stop; second: the same without the grace period."""
-    with anyio.open_signal_receiver(*SIGNALS) as received:
-        count = 0
-        async for signum in received:
-            count += 1
-            name = signal.Signals(signum).name
-            logger.warning("%s received: %s", name, "stopping, pausing running jobs" if count == 1 else "killing")
-            # shutdown() waits for the pool to end: run it beside this loop so a second signal is still heard.
-            tg.start_soon(partial(pool.shutdown, pause_running=True, grace=count == 1))
+    """[lifecycle] First signal: pause running jobs and stop; a later one: the same without the grace period."""
+
+    def on_stop(graceful: bool) -> None:
+        # shutdown() waits for the pool to end: run it beside the watcher so a second signal is still heard.
+        tg.start_soon(partial(pool.shutdown, pause_running=True, grace=graceful))
+
+    await watch_stop_signals(on_stop, signals=SIGNALS)
 
 
 async def _main(pool: WorkerPool) -> None:
@@ -73,4 +83,5 @@ def run_worker(
         logger.info("worker stopped%s", " (queue drained)" if pool.drained else "")
     finally:
         services.close()
+        release_process_lock()  # [lifecycle] a clean exit leaves no lock file behind
     return 0

@@ -36,11 +36,14 @@ from amphigory_tui.domain.clock import Clock
 from amphigory_tui.domain.errors import AmphigoryError, JobError, StaleLease
 from amphigory_tui.domain.events import Event, JobChanged, JobProgress, LogRecord, WorkerBeat
 from amphigory_tui.domain.jobs import Job, JobKind, JobStatus, PauseReason, Progress, Stage
-from amphigory_tui.domain.workers import new_worker_id, parse_worker_id
+from amphigory_tui.domain.workers import parse_worker_id
 from amphigory_tui.pool.sink import EventSink
+from amphigory_tui.services.locks import current_lock, hold_process_lock
 from amphigory_tui.services.pipeline import JobResult, JobRunner, StageContext, StopRequested, TranscodePipeline
 from amphigory_tui.services.proc import ProcessHandle
+from amphigory_tui.services.recovery import run_periodic_checks, summarize
 from amphigory_tui.services.runtime import Services
+from amphigory_tui.services.signals import SIGNAL_RACE_S, await_stop, outside_stop_exit
 from amphigory_tui.store import Store
 
 __all__ = ["WorkerPool", "WorkerSnapshot"]
@@ -104,6 +107,7 @@ class _JobRun:
         self.last_event = 0.0
         self.dirty = False
         self.handle: ProcessHandle | None = None
+        self.last_handle: ProcessHandle | None = None  # [lifecycle] how the last child ended (shutdown race)
         self.stop_reason: str | None = None
         self.critical_depth = 0
         self.finishing = False
@@ -160,6 +164,7 @@ class _JobRun:
         self.handle = handle
         if handle is None:
             return
+        self.last_handle = handle  # [lifecycle]
         if self.stop_reason is not None:
             handle.kill(reason=self.stop_reason)  # the stop came while the tool was starting
             return
@@ -231,6 +236,8 @@ class WorkerPool:
         drain: bool = False,
     ) -> None:
         self.store: Store = services_or_store.store if isinstance(services_or_store, Services) else services_or_store
+        # [lifecycle] With full services the pool also runs the periodic recovery checks (services/recovery.py).
+        self._services = services_or_store if isinstance(services_or_store, Services) else None
         self.settings = settings
         self.sink = sink
         self.clock: Clock = clock or (
@@ -371,6 +378,8 @@ class WorkerPool:
                 tg.start_soon(self._background_writes, receive)
                 tg.start_soon(self._tick_loop)
                 tg.start_soon(self._heartbeat_loop)
+                if self._services is not None:
+                    tg.start_soon(self._lifecycle_checks)  # [lifecycle]
                 await self._supervise(tg)
                 tg.cancel_scope.cancel()
         finally:
@@ -465,7 +474,9 @@ class WorkerPool:
             else:
                 active = [w for w in self._workers if not w.retiring]
                 while len(active) < self._target:
-                    worker = _Worker(new_worker_id())
+                    # [lifecycle] Worker ids name this process's flock (services/locks.py), so every other
+                    # amphigory can tell exactly whether this loop's owner is alive.
+                    worker = _Worker(hold_process_lock().new_worker_id())
                     self._workers.append(worker)
                     active.append(worker)
                     tg.start_soon(self._worker_loop, worker)
@@ -540,6 +551,17 @@ class WorkerPool:
                 await self._flush_logs()
             except AmphigoryError as exc:
                 logger.warning("pool tick: %s", exc)
+
+    async def _lifecycle_checks(self) -> None:
+        """[lifecycle] Every ``stall_check_interval_s``: jobs of dead owners, and of owners silent for stall_timeout
+        (frozen processes elsewhere), are recovered; this pool's own jobs are left to ``_check_stalls``."""
+        assert self._services is not None
+
+        def on_report(report: Any) -> None:
+            self.emit(LogRecord(level="warning", message=summarize(report), created_at=self.clock.now()))
+            self._notify()  # requeued jobs may be claimable at once
+
+        await run_periodic_checks(self._services, lock=current_lock(), on_report=on_report)
 
     async def _heartbeat_loop(self) -> None:
         """Every ``heartbeat_interval_s``: one transaction with every running job's heartbeat and every worker."""
@@ -652,6 +674,12 @@ class WorkerPool:
             pass
         except Exception as exc:
             error = exc
+            # [lifecycle] The shutdown race (services/signals.py): under KillMode=control-group the service manager
+            # signals the tool too, and it may die before our own handler runs. Give the shutdown a moment to show
+            # up: then the job is paused with no attempt used instead of failed.
+            last = run.last_handle
+            if run.stop_reason is None and last is not None and outside_stop_exit(last.returncode, last.killed_by):
+                await await_stop(run.stop_event, SIGNAL_RACE_S)
         except BaseException:
             # The pool itself is being cancelled from outside (the app is closing): pause the job, then go.
             run.finishing = True

@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from amphigory_tui.domain.errors import JobError
+from amphigory_tui.services.faults import pause_point
 
 __all__ = [
     "INTENT_NAME",
@@ -427,6 +428,7 @@ def place(
         _check_source(intent)
         intent.phase = "placing"
         write_intent(intent)
+        pause_point("upload.placing", intent.job_id)  # [lifecycle] test-only kill point (services/faults.py)
     except BaseException as exc:
         _remove(intent.part)
         _remove(intent.path)
@@ -454,6 +456,7 @@ def place(
         )
     intent.phase = "placed"
     write_intent(intent)
+    pause_point("upload.placed", intent.job_id)  # [lifecycle] test-only kill point (services/faults.py)
     return Placed(target=intent.target, size=intent.new_size or 0, original_moved_to=moved, copied=copied)
 
 
@@ -504,10 +507,12 @@ def _swap(intent: Intent) -> str | None:
             assert intent.original_dest is not None
             _second_name(intent.source, intent.original_dest)
         _check_source(intent)
+        pause_point("upload.swap", intent.job_id)  # [lifecycle] test-only kill point (services/faults.py)
         os.replace(intent.part, intent.target)
         fsync_dir(folder)
         return moved_to(intent)
     _link_no_clobber(intent.part, intent.target)
+    pause_point("upload.swap", intent.job_id)  # [lifecycle] test-only kill point (services/faults.py)
     _remove(intent.part)
     fsync_dir(folder)
     _apply_policy_after(intent)

@@ -31,6 +31,7 @@ __all__ = [
     "STOP_SIGNALS",
     "StopState",
     "await_stop",
+    "outside_stop_exit",
     "outside_stop_signal",
     "watch_stop_signals",
 ]
@@ -115,6 +116,17 @@ def outside_stop_signal(result: ToolResult) -> int | None:
         if match and int(match.group(1)) in _OUTSIDE:
             return int(match.group(1))
     return None
+
+
+def outside_stop_exit(returncode: int | None, killed_by: str | None) -> bool:
+    """Whether a child's exit looks like a stop signal amphigory did not send (from a ``ProcessHandle``).
+
+    A death by SIGTERM/SIGINT/SIGHUP/SIGKILL, or exit code 1, which is how HandBrakeCLI reports "canceled" after
+    handling SIGINT/SIGTERM itself. Only a hint: the caller still waits for its own shutdown to confirm it.
+    """
+    if killed_by is not None or returncode is None:
+        return False
+    return returncode == 1 or (returncode < 0 and -returncode in _OUTSIDE)
 
 
 async def await_stop(event: threading.Event, timeout_s: float = SIGNAL_RACE_S) -> bool:
