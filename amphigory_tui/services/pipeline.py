@@ -39,6 +39,7 @@ from amphigory_tui.config import Settings
 from amphigory_tui.domain.errors import AmphigoryError, InvalidTransition, JobError, StaleLease, ToolNotFound
 from amphigory_tui.domain.jobs import Job, Progress, Stage
 from amphigory_tui.domain.media import Decision, ProbeResult
+from amphigory_tui.services.faults import pause_point
 from amphigory_tui.services.ffprobe import ffprobe
 from amphigory_tui.services.handbrake import build_argv, classify_failure, pick_preset, run_encode
 from amphigory_tui.services.proc import ProcessHandle, ToolResult, resolve_tool
@@ -347,6 +348,7 @@ class TranscodePipeline:
 
         # ---- validate
         await ctx.set_stage(Stage.VALIDATE)
+        pause_point("validate", job.id)  # [lifecycle] test-only kill point (services/faults.py)
         out_probe, _out_size = await self._validate(ctx, source, source_probe, output, st.st_size)
         self._check_stop(ctx)
 
@@ -374,6 +376,7 @@ class TranscodePipeline:
 
     async def finalize(self, ctx: StageContext, result: JobResult) -> None:
         """After ``complete``: drop the intent and the lease dir; make the library row describe the new file."""
+        pause_point("finalize", ctx.job.id)  # [lifecycle] test-only kill point (services/faults.py)
         lease = lease_dir(self.work_dir, ctx.job, ctx.worker_id)
         await anyio.to_thread.run_sync(_remove_tree, lease)
         if ctx.job.media_file_id is None or result.output_path is None:
@@ -430,6 +433,7 @@ class TranscodePipeline:
 
         def on_bytes(done: int, total: int) -> None:
             ctx.progress(Progress(percent=round(done * 100.0 / total, 2) if total else 100.0))
+            pause_point("download", ctx.job.id)  # [lifecycle] test-only kill point (services/faults.py)
 
         try:
             await anyio.to_thread.run_sync(

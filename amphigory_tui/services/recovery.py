@@ -405,7 +405,8 @@ def recover(
         notes=(temp.refused,) if temp.refused else (),
     )
     notice = summarize(report)
-    log.info("recovery: %s", notice)
+    # The caller shows the notice (worker log, TUI notification, `amphigory recover`); keep our own line quiet.
+    log.debug("recovery: %s", notice)
     if report.changed or report.notes:
         store.log.append(notice, level="warning" if report.notes else "info", event_type="recovery")
     return report
