@@ -42,6 +42,7 @@ from amphigory_tui.domain.media import Decision, ProbeResult
 from amphigory_tui.services.faults import pause_point
 from amphigory_tui.services.ffprobe import ffprobe
 from amphigory_tui.services.handbrake import build_argv, classify_failure, pick_preset, run_encode
+from amphigory_tui.services.probe import container_truncation, probe_file
 from amphigory_tui.services.proc import ProcessHandle, ToolResult, resolve_tool
 from amphigory_tui.services.replace import (
     INTENT_NAME,
@@ -225,14 +226,19 @@ def _size_text(size: int | None) -> str:
 # --------------------------------------------------------------------------------------------------- validation
 
 
-def validation_problem(source: ProbeResult, output: ProbeResult, output_size: int) -> str | None:
-    """Why an encode is not acceptable, or None: opens, has video, keeps every audio stream, same duration.
+def validation_problem(
+    source: ProbeResult, output: ProbeResult, output_size: int, truncation: str | None = None
+) -> str | None:
+    """Why an encode is not acceptable, or None: complete, opens, has video, keeps every audio stream, same duration.
 
-    The duration must be within max(1 s, 1 %) of the source's (a truncated input or a full disk both make
-    HandBrakeCLI exit 0 with a short file).
+    The duration must be within max(1 s, 1 %) of the source's (a truncated input makes HandBrakeCLI exit 0 with a
+    short file). ``truncation`` is ``container_truncation``'s finding: a full disk also exits 0, with a file cut
+    short whose header still announces the full duration.
     """
     if output_size <= 0:
         return "the output is empty (0 bytes)"
+    if truncation is not None:
+        return f"the output is cut short ({truncation})"
     if output.error is not None and output.video_codec is None and "video" in output.error:
         return "the output has no video stream"
     if output.error is not None:
@@ -282,6 +288,11 @@ class TranscodePipeline:
         target = os.path.abspath(job.output_path) if job.output_path else target_path_for(source, tc.output_container)
         lease = lease_dir(self.work_dir, job, ctx.worker_id)
 
+        # Cheap checks first: no copying a 40 GB file for an encoder that is not installed.
+        try:
+            handbrake = resolve_tool(self.settings.tools.handbrake, package_hint="handbrake-cli")
+        except ToolNotFound as exc:
+            raise JobError(f"HandBrakeCLI not found ({exc}); cannot encode {source}") from None
         # Facts of the source as this attempt finds it: the upload compares against them.
         st = self._stat_source(source)
         check_destination(source, target, job.id)
@@ -304,10 +315,6 @@ class TranscodePipeline:
             raise JobError(f"cannot decode {source}: {source_probe.error}", permanent=True)
         preset = job.preset or pick_preset(source_probe.width, source_probe.height, tc)
         output = lease / f"output.{tc.output_container}"
-        try:
-            handbrake = resolve_tool(self.settings.tools.handbrake, package_hint="handbrake-cli")
-        except ToolNotFound as exc:
-            raise JobError(f"HandBrakeCLI not found ({exc}); cannot encode {source}") from None
         argv = build_argv(
             handbrake,
             local_input,
@@ -469,7 +476,8 @@ class TranscodePipeline:
             raise JobError(f"HandBrakeCLI exited with code 0 but wrote no output for {source}") from None
         out_probe = await self._probe(output)
         ctx.activity()
-        problem = validation_problem(source_probe, out_probe, out_size)
+        cut = await anyio.to_thread.run_sync(container_truncation, str(output))
+        problem = validation_problem(source_probe, out_probe, out_size, cut)
         if problem is not None:
             if self._disk_nearly_full(output.parent):
                 raise JobError(f"disk full while encoding {source} into {output.parent} (the output is cut: {problem})")
@@ -605,8 +613,6 @@ def recover_replaces(
 
 
 def _record_new_file_sync(store: Store, media_id: int, path: str) -> None:
-    from amphigory_tui.services.probe import probe_file
-
     probe = probe_file(path)
     st = os.stat(path)
     decision = Decision(should_transcode=False, reason=f"transcoded to {probe.video_codec or '?'}")

@@ -253,6 +253,20 @@ def _truncation(fd: int, size: int) -> str | None:
     return _size_message(size, found)
 
 
+def container_truncation(path: str) -> str | None:
+    """``truncated: …`` when a file is shorter than its own Matroska/MP4/AVI structure declares, else None.
+
+    Reads a few header bytes only and never calls libav: the pipeline runs it on every encode because a full disk
+    makes HandBrakeCLI exit 0 with a file cut short whose duration ffprobe still reports in full (added for the
+    worker pool's validation stage).
+    """
+    fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        return _truncation(fd, os.fstat(fd).st_size)
+    finally:
+        os.close(fd)
+
+
 def _size_message(size: int, found: tuple[str, int] | None) -> str | None:
     """The ``truncated`` message when a declared end lies past the real end."""
     if found is None or found[1] <= size:

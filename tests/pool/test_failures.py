@@ -1,0 +1,178 @@
+"""Failures with real tools: retries with attempts recorded, a full disk, an exit-0 truncation, a changed source."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from amphigory_tui.domain.jobs import JobStatus
+from amphigory_tui.pool import ListSink, WorkerPool
+from tests.pool.conftest import HANDBRAKE, Clips, Env, child_pid, leftovers, make_script, run_drain, run_until
+
+
+@pytest.fixture
+def tmpfs(tmp_path: Path) -> Iterator[Callable[[str], Path]]:
+    """Mount tiny tmpfs file systems (we run as root here; `mount -t tmpfs` was checked to work)."""
+    mounted: list[Path] = []
+
+    def mount(size: str) -> Path:
+        where = tmp_path / f"tmpfs{len(mounted)}"
+        where.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(where)], check=True)
+        mounted.append(where)
+        return where
+
+    yield mount
+    for where in mounted:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+@pytest.mark.anyio
+async def test_encoder_failing_twice_then_succeeding_completes_on_attempt_three(
+    env: Env, clips: Clips, sink: ListSink
+) -> None:
+    """A stand-in HandBrakeCLI crashes (SIGSEGV) twice, then runs the real one: completed, 3 attempts recorded."""
+    counter = env.root / "calls"
+    script = make_script(
+        env.root / "flaky-handbrake",
+        f"""
+        import os, signal, sys
+        path = {str(counter)!r}
+        n = int(open(path).read()) if os.path.exists(path) else 0
+        open(path, "w").write(str(n + 1))
+        if n < 2:
+            sys.stderr.write("simulated encoder crash\\n")
+            sys.stderr.flush()
+            os.kill(os.getpid(), signal.SIGSEGV)
+        os.execv({HANDBRAKE!r}, ["HandBrakeCLI", *sys.argv[1:]])
+        """,
+    )
+    settings = env.settings(tools={"handbrake": str(script)})
+    store = env.store(settings)
+    path, job = env.add(clips.plain, "flaky.mp4", store)
+    await run_drain(WorkerPool(store, settings, sink, drain=True))
+    done = store.jobs.get(job.id)
+    assert done.status is JobStatus.COMPLETED, done.error_message
+    assert done.attempts == 3
+    attempts = store.jobs.attempts(job.id)
+    assert [a.outcome for a in attempts] == ["retry", "retry", "completed"]
+    for failed in attempts[:2]:
+        assert failed.error is not None and "HandBrakeCLI crashed (signal 11, SIGSEGV)" in failed.error
+        assert str(path) in failed.error
+    assert counter.read_text() == "3"
+    assert Path(done.output_path or "").is_file()
+    # The failed attempts' stderr tails went to the processing log.
+    logged = [r.message for _i, r in store.log.tail(job_id=job.id, limit=100)]
+    tails = [m for m in logged if m.startswith("flaky-handbrake exited with code -11; last 1 lines of its stderr")]
+    assert len(tails) == 2 and all(m.endswith("\nsimulated encoder crash") for m in tails)
+    assert leftovers(env) == []
+
+
+@pytest.mark.anyio
+async def test_full_work_disk_is_refused_before_copying_and_retried(
+    env: Env, clips: Clips, sink: ListSink, tmpfs: Callable[[str], Path]
+) -> None:
+    """Free space < source × factor on a 256 KiB tmpfs work dir: a clear message, the job waits for a retry."""
+    work = tmpfs("256k")
+    settings = env.settings(paths={"work_dir": str(work)}, jobs={"retry_delay_s": 3600})
+    store = env.store(settings)
+    path, job = env.add(clips.plain, "big.mp4", store)
+    pool = WorkerPool(store, settings, sink)
+    await run_until(pool, lambda: store.jobs.get(job.id).error_message is not None)
+    done = store.jobs.get(job.id)
+    assert done.status is JobStatus.QUEUED and done.next_attempt_at is not None
+    assert done.error_message is not None
+    assert done.error_message.startswith(f"not enough free space in {work} for {path}:")
+    assert "needed (2× its size)" in done.error_message
+    assert [a.outcome for a in store.jobs.attempts(job.id)] == ["retry"]
+    assert list(work.iterdir()) == []
+    assert path.read_bytes() == clips.plain.read_bytes()
+
+
+@pytest.mark.anyio
+async def test_disk_full_mid_encode_is_caught_although_handbrake_exits_zero(
+    env: Env, clips: Clips, sink: ListSink, tmpfs: Callable[[str], Path]
+) -> None:
+    """HandBrakeCLI fills a 200 KiB tmpfs and exits 0 with a cut file: caught, 'disk full', retried later."""
+    work = tmpfs("200k")
+    big_output = ["-e", "x264", "--encoder-preset", "ultrafast", "-q", "0", "-w", "320", "-l", "180"]
+    settings = env.settings(
+        paths={"work_dir": str(work)},
+        jobs={"retry_delay_s": 3600},
+        transcode={"extra_args": big_output, "free_space_factor": 1.0, "require_smaller": False},
+    )
+    store = env.store(settings)
+    path, job = env.add(clips.low_bitrate, "full.mp4", store)
+    pool = WorkerPool(store, settings, sink)
+    await run_until(pool, lambda: store.jobs.get(job.id).error_message is not None)
+    done = store.jobs.get(job.id)
+    assert done.status is JobStatus.QUEUED
+    assert done.error_message is not None and done.error_message.startswith(f"disk full while encoding {path}")
+    assert "cut short" in done.error_message
+    assert list(work.iterdir()) == []
+    assert sorted(p.name for p in env.lib.iterdir()) == ["full.mp4"]
+
+
+@pytest.mark.anyio
+async def test_truncated_output_with_exit_zero_is_rejected_then_failed_permanently(
+    env: Env, clips: Clips, sink: ListSink
+) -> None:
+    """HandBrakeCLI with --stop-at exits 0 after 1 s of a 6 s clip: validation rejects it (both durations named);
+    the identical failure on the next attempt makes it permanent."""
+    script = make_script(
+        env.root / "short-handbrake",
+        f"""
+        import os, sys
+        os.execv({HANDBRAKE!r}, ["HandBrakeCLI", *sys.argv[1:], "--stop-at", "seconds:1"])
+        """,
+    )
+    settings = env.settings(tools={"handbrake": str(script)})
+    store = env.store(settings)
+    path, job = env.add(clips.long, "cut.mp4", store)
+    await run_drain(WorkerPool(store, settings, sink, drain=True))
+    done = store.jobs.get(job.id)
+    assert done.status is JobStatus.FAILED
+    assert done.attempts == 2
+    first, second = store.jobs.attempts(job.id)
+    assert first.outcome == "retry" and second.outcome == "failed"
+    assert first.error is not None and first.error.startswith("validation failed for cut.mp4: the output lasts 1.")
+    assert "s, the source 6." in first.error
+    assert done.error_message == first.error + " (the same as the previous attempt)"
+    assert path.read_bytes() == clips.long.read_bytes()
+    assert sorted(p.name for p in env.lib.iterdir()) == ["cut.mp4"]
+    assert leftovers(env) == []
+
+
+@pytest.mark.anyio
+async def test_source_changed_during_the_job_is_not_replaced(env: Env, clips: Clips, sink: ListSink) -> None:
+    """The original is modified while HandBrakeCLI runs: nothing is replaced, a clear error, the new bytes stay."""
+    settings = env.settings(jobs={"max_retries": 1})
+    store = env.store(settings)
+    path, job = env.add(clips.plain, "growing.mp4", store)
+
+    def modify_source() -> None:
+        pid = store.jobs.get(job.id).child_pid
+        assert pid is not None
+        os.kill(pid, signal.SIGSTOP)
+        with open(path, "ab") as fh:
+            fh.write(b"appended while the job ran")
+        os.kill(pid, signal.SIGCONT)
+
+    pool = WorkerPool(store, settings, sink)
+    await run_until(
+        pool,
+        child_pid(store, job.id),
+        action=modify_source,
+        then=lambda: store.jobs.get(job.id).status is JobStatus.FAILED,
+    )
+    done = store.jobs.get(job.id)
+    assert done.error_message is not None
+    assert done.error_message.startswith(f"the source {path} changed during the job")
+    assert path.read_bytes() == clips.plain.read_bytes() + b"appended while the job ran"
+    assert sorted(p.name for p in env.lib.iterdir()) == ["growing.mp4"]
+    assert leftovers(env) == []

@@ -1,0 +1,111 @@
+"""Small parts: sinks, the validation rules, work-dir names, jobs of an unsupported kind, no-op throughput path."""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import pytest
+
+from amphigory_tui.domain.events import JobChanged, JobProgress, LogRecord, WorkerBeat
+from amphigory_tui.domain.jobs import JobKind, JobStatus, Stage
+from amphigory_tui.domain.media import AudioStream, ProbeResult
+from amphigory_tui.pool import FanoutSink, ListSink, LoggingSink, WorkerPool
+from amphigory_tui.services.pipeline import NoopRunner, job_dir, lease_dir, validation_problem
+from tests.pool.conftest import Env, run_drain
+
+SOURCE = ProbeResult(
+    container="mov",
+    duration_s=120.0,
+    video_codec="h264",
+    audio=(AudioStream(1, "aac", "eng"), AudioStream(2, "ac3", "fra")),
+)
+
+
+def _out(**kw: object) -> ProbeResult:
+    base: dict[str, object] = {
+        "container": "matroska",
+        "duration_s": 120.4,
+        "video_codec": "hevc",
+        "audio": SOURCE.audio,
+    }
+    base.update(kw)
+    return ProbeResult(**base)  # type: ignore[arg-type]
+
+
+def test_validation_rules() -> None:
+    """Empty, cut, unreadable, video-less, audio-losing and short outputs are refused, each in words."""
+    assert validation_problem(SOURCE, _out(), 1000) is None
+    assert validation_problem(SOURCE, _out(duration_s=119.0), 1000) is None  # within max(1 s, 1 %) = 1.2 s
+    assert validation_problem(SOURCE, _out(), 0) == "the output is empty (0 bytes)"
+    assert validation_problem(SOURCE, _out(), 10, "truncated: x") == "the output is cut short (truncated: x)"
+    assert validation_problem(SOURCE, _out(error="moov atom not found"), 10) == (
+        "the output cannot be read (moov atom not found)"
+    )
+    assert validation_problem(SOURCE, _out(video_codec=None), 10) == "the output has no video stream"
+    assert validation_problem(SOURCE, _out(audio=SOURCE.audio[:1]), 10) == (
+        "the output has 1 audio streams, the source 2"
+    )
+    assert validation_problem(SOURCE, _out(duration_s=60.0), 10) == "the output lasts 60.00 s, the source 120.00 s"
+    assert validation_problem(SOURCE, _out(duration_s=None), 10) == (
+        "the output has no duration (cut short?), the source lasts 120.00 s"
+    )
+
+
+def test_work_dir_names(env: Env) -> None:
+    """Each attempt of a job has its own lease dir under job-<id>; a worker id cannot escape it."""
+    settings = env.settings()
+    store = env.store(settings)
+    job = store.jobs.create("/lib/a.mkv")
+    claimed = store.jobs.claim("host:12:../../etc")
+    assert claimed is not None
+    assert job_dir(env.work, job.id) == env.work / f"job-{job.id}"
+    assert lease_dir(env.work, claimed, "host:12:../../etc") == env.work / f"job-{job.id}" / "a1-etc"
+
+
+def test_sinks(caplog: pytest.LogCaptureFixture) -> None:
+    """LoggingSink logs job changes and log lines; FanoutSink survives a broken sink; ListSink is thread-safe."""
+
+    class Broken:
+        def emit(self, event: object) -> None:
+            raise RuntimeError("bridge gone")
+
+    collected = ListSink()
+    fan = FanoutSink([Broken(), LoggingSink(logging.getLogger("amphigory.test")), collected])
+    with caplog.at_level(logging.INFO, logger="amphigory.test"):
+        fan.emit(JobChanged(3, JobStatus.COMPLETED, Stage.UPLOAD, "done"))
+        fan.emit(LogRecord("warning", "careful", job_id=3))
+        fan.emit(JobProgress(3, "w", Stage.TRANSCODE, 50.0))
+        fan.emit(WorkerBeat("w", "idle"))
+    assert "job 3 completed (upload): done" in caplog.text
+    assert "job 3: careful" in caplog.text
+    assert "50.0" not in caplog.text  # progress only at debug level
+    threads = [
+        threading.Thread(target=lambda: [collected.emit(WorkerBeat("t", "x")) for _ in range(500)]) for _ in range(4)
+    ]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(collected.of_type(WorkerBeat)) == 2001
+    collected.clear()
+    assert collected.events == []
+
+
+@pytest.mark.anyio
+async def test_unsupported_kind_fails_permanently_and_noop_jobs_complete(env: Env, sink: ListSink) -> None:
+    """A rip job in a transcode-only worker fails at once with the reason; NoopRunner completes jobs in one go."""
+    settings = env.settings(workers={"count": 2})
+    store = env.store(settings)
+    rip = store.jobs.create("/dev/sr0", kind=JobKind.RIP)
+    await run_drain(WorkerPool(store, settings, sink, drain=True))
+    failed = store.jobs.get(rip.id)
+    assert failed.status is JobStatus.FAILED and failed.attempts == 1
+    assert failed.error_message == "rip jobs are not supported by this worker yet"
+
+    ids = [store.jobs.create(f"/lib/noop{i}.mkv").id for i in range(50)]
+    pool = WorkerPool(store, settings, sink, runner=NoopRunner(), drain=True)
+    await run_drain(pool)
+    assert all(store.jobs.get(i).status is JobStatus.COMPLETED for i in ids)
+    # complete and the next claim share one transaction: about one claim call per worker, not one per job.
+    assert pool.counts["complete"] == 50 and pool.counts["claim"] <= 2 * 2 + 2
