@@ -105,7 +105,7 @@ class LibraryWatcher:
     async def run(
         self, stop: anyio.Event | None = None, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED
     ) -> None:
-        """Watch until ``stop`` is set (or the task is canceled); ``task_status.started()`` once events flow."""
+        """Watch until ``stop`` is set; ``task_status.started()`` once events flow and any catch-up scan is done."""
         stop = stop or anyio.Event()
         started = False
         async for changes in awatch(
@@ -120,11 +120,13 @@ class LibraryWatcher:
             ignore_permission_denied=True,
         ):
             if not started:
-                # The first yield (a timeout tick or an event) proves the watches are in place.
+                # The first yield (a timeout tick or an event) proves the watches are in place; a catch-up scan
+                # now covers whatever changed before that. "Started" means both, so a caller's next change is
+                # reported as an event of its own.
                 started = True
-                task_status.started()
                 if self._catch_up:
-                    await anyio.to_thread.run_sync(self._scanner.scan, self.roots)
+                    await self._run_catch_up()
+                task_status.started()
             for change, path in changes:
                 self._note(change, path)
             await self._settle()
@@ -132,6 +134,18 @@ class LibraryWatcher:
             task_status.started()
 
     # ------------------------------------------------------------------ internals
+
+    async def _run_catch_up(self) -> None:
+        """An incremental scan of the roots (cheap when nothing changed), reported as one line if it found any."""
+        summary = await anyio.to_thread.run_sync(self._scanner.scan, self.roots)
+        if self._on_event is not None and (summary.added or summary.updated or summary.missing):
+            self._on_event(
+                LogRecord(
+                    level="info",
+                    message=f"watch: catch-up scan: {summary.added} added, {summary.updated} updated, "
+                    f"{summary.missing} missing",
+                )
+            )
 
     def _is_media(self, path: str) -> bool:
         name = os.path.basename(path)
