@@ -7,8 +7,8 @@ registry and new log lines; in-process pool events arrive through the bridge wit
 
 from __future__ import annotations
 
-import inspect
 import logging
+from collections.abc import Awaitable, Callable
 from dataclasses import replace
 from typing import Any, ClassVar
 
@@ -32,6 +32,7 @@ from amphigory_tui.ui.messages import (
     LogAppended,
     Polled,
     ProgressFlush,
+    StartupDone,
     WorkerBeaten,
 )
 from amphigory_tui.ui.ports import PoolPort, ScanRunner
@@ -77,14 +78,22 @@ class AmphigoryApp(App[None]):
         services: Services,
         *,
         pool: PoolPort | None = None,
+        pool_factory: Callable[[UiSink], PoolPort] | None = None,
         scan_runner: ScanRunner | None = None,
+        startup: Callable[[], str | None] | None = None,
+        background: Callable[[], Awaitable[None]] | None = None,
         notice: str | None = None,
         clock: Clock | None = None,
         poll: bool = True,
         install_log_handler: bool = True,
     ) -> None:
+        """``startup`` (blocking: lock, recovery) runs in a thread before the pool starts and returns a notice;
+        ``background`` (the periodic checks) runs beside the pool; ``pool_factory`` builds the pool on our sink."""
         super().__init__()
         self.services = services
+        self.sink = UiSink(self)
+        if pool is None and pool_factory is not None:
+            pool = pool_factory(self.sink)
         self.ctx = UiContext(
             queries=services.queries,
             actions=services.actions,
@@ -93,14 +102,17 @@ class AmphigoryApp(App[None]):
             pool=pool,
             scan_runner=scan_runner,
         )
-        self.sink = UiSink(self)
         self.notice = notice
+        self._startup = startup
+        self._background = background
         self._poll_enabled = poll
         self._poll_since = self.ctx.clock.now() - POLL_OVERLAP_S
         self._log_after = 0
         self._polling = False
         self._log_handler = UiLogHandler(self.sink) if install_log_handler else None
         self._pool_worker: Worker[None] | None = None
+        self.started = startup is None
+        """Whether startup (recovery) finished and the pool was started."""
         # Kept as attributes: app.query_one() searches the active screen, which is a modal now and then.
         self.scan_pane = ScanPane(self.ctx, id="scan-pane")
         self.queue_pane = QueuePane(self.ctx, id="queue-pane")
@@ -141,11 +153,33 @@ class AmphigoryApp(App[None]):
             self._poll_timer = self.set_interval(self.settings.ui.poll_interval_s, self._poll)
             self.set_interval(FULL_RELOAD_S, self.reload_all)
         self.set_interval(1.0, self._tick)
+        if self.notice:
+            self.notify(self.notice, title="Startup", timeout=10)
+        if self._startup is not None:
+            self._run_startup(self._startup)
+        else:
+            self._begin()
+
+    @work(thread=True, group="startup", exit_on_error=False)
+    def _run_startup(self, startup: Callable[[], str | None]) -> None:
+        # Recovery must finish before the pool claims anything: the pool starts when this posts StartupDone.
+        self.post_message(StartupDone(startup()))
+
+    @on(StartupDone)
+    def _startup_done(self, message: StartupDone) -> None:
+        if message.notice:
+            self.notify(message.notice, title="Recovery", timeout=15)
+        self._begin()
+        self.reload_all()
+
+    def _begin(self) -> None:
+        """Start the pool and the background checks."""
+        self.started = True
         pool = self.ctx.pool
         if pool is not None:
             self._pool_worker = self.run_worker(self._run_pool(pool), name="pool", group="pool", exit_on_error=False)
-        if self.notice:
-            self.notify(self.notice, title="Startup", timeout=10)
+        if self._background is not None:
+            self.run_worker(self._background(), name="checks", group="checks", exit_on_error=False)
 
     async def _run_pool(self, pool: PoolPort) -> None:
         # The pool is anyio; anyio runs on the asyncio loop Textual already runs, inside this task.
@@ -311,9 +345,7 @@ class AmphigoryApp(App[None]):
     def running_here(self) -> int:
         """How many jobs this process's pool is running now."""
         pool = self.ctx.pool
-        if pool is None:
-            return 0
-        return sum(1 for worker in _snapshot_workers(pool) if _worker_job(worker) is not None)
+        return sum(1 for snap in pool.snapshot() if snap.job_id is not None) if pool is not None else 0
 
     def action_request_quit(self) -> None:
         """Quit; ask first when this process is running jobs (they are paused and resume at the next start)."""
@@ -343,26 +375,9 @@ class AmphigoryApp(App[None]):
         pool = self.ctx.pool
         if pool is not None and self._pool_worker is not None:
             self.notify("Stopping workers…", timeout=SHUTDOWN_WAIT_S)
-            shutdown = getattr(pool, "shutdown", None)
-            if shutdown is not None:
-                result = shutdown(pause_running=True, grace=True)
-                if inspect.isawaitable(result):
-                    await result
+            await pool.shutdown(pause_running=True, grace=True)
             try:
                 await self._pool_worker.wait()
             except Exception as exc:  # the pool already reported its own failure through the error router
                 log.warning("worker pool ended with %s", exc)
         self.exit()
-
-
-def _snapshot_workers(pool: PoolPort) -> list[Any]:
-    snap = pool.snapshot()
-    workers = getattr(snap, "workers", snap)
-    return list(workers) if workers is not None else []
-
-
-def _worker_job(worker: Any) -> int | None:
-    job = getattr(worker, "job_id", None)
-    if job is None:
-        job = getattr(worker, "current_job_id", None)
-    return job if isinstance(job, int) else None

@@ -137,3 +137,10 @@ class ActionDone(Message):
 @dataclass
 class DataChanged(Message):
     """Something changed the library or the queue (a scan ended): every tab reloads what it shows."""
+
+
+@dataclass
+class StartupDone(Message):
+    """Startup recovery finished (the pool may start); ``notice`` is its one-line summary, if it did anything."""
+
+    notice: str | None

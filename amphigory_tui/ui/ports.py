@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from amphigory_tui.domain.events import ScanProgress
+from amphigory_tui.pool.pool import WorkerSnapshot
 
 
 class PoolPort(Protocol):
@@ -33,8 +34,12 @@ class PoolPort(Protocol):
         """Claim jobs again."""
         ...
 
-    def snapshot(self) -> Any:
+    def snapshot(self) -> Sequence[WorkerSnapshot]:
         """This process's workers as they are now."""
+        ...
+
+    async def shutdown(self, *, pause_running: bool = True, grace: bool = True) -> None:
+        """Stop claiming, pause running jobs, return once ``run()`` ended."""
         ...
 
 

@@ -70,13 +70,15 @@ def stats_line(stats: QueueStats) -> str:
     )
 
 
-def queue_hint(stats: QueueStats) -> str:
+def queue_hint(stats: QueueStats, total_jobs: int) -> str:
     """What to do when nothing is queued or running."""
     if stats.queued or stats.running or stats.paused:
         return ""
     if stats.need_transcoding:
         return f"Press a to queue {stats.need_transcoding} files that need transcoding"
-    return "Nothing needs transcoding. Press 1, then s, to scan the library."
+    if total_jobs:
+        return ""
+    return "Nothing needs transcoding yet. Press 1, then s, to scan the library."
 
 
 class QueuePane(Vertical):
@@ -269,7 +271,7 @@ class QueuePane(Vertical):
         if self.stats is None:
             return
         self.query_one("#queue-stats", Static).update(stats_line(self.stats))
-        hint = queue_hint(self.stats)
+        hint = queue_hint(self.stats, sum(self.counts.values()))
         self.query_one("#queue-hint", Static).update(hint)
         self.set_class(bool(hint), "-empty")
 

@@ -21,8 +21,9 @@ from textual.reactive import reactive
 from textual.widgets import Static
 
 from amphigory_tui.domain.events import JobProgress, WorkerBeat
-from amphigory_tui.domain.jobs import Job, JobStatus
+from amphigory_tui.domain.jobs import Job, JobStatus, Stage
 from amphigory_tui.domain.workers import WorkerInfo
+from amphigory_tui.pool.pool import WorkerSnapshot
 from amphigory_tui.ui import format as fmt
 from amphigory_tui.ui.context import UiContext
 from amphigory_tui.ui.palette import dim_style, health_style, stage_style, status_style
@@ -32,11 +33,27 @@ MAX_POOL = 64
 
 
 @dataclass(frozen=True)
+class JobView:
+    """What a worker row shows of its job."""
+
+    job_id: int
+    stage: Stage | None
+    percent: float
+    fps: float | None
+    eta_s: float | None
+
+    @classmethod
+    def of_job(cls, job: Job) -> JobView:
+        """From a job row of the database."""
+        return cls(job.id, job.stage, job.progress_percent, job.fps, job.eta_s)
+
+
+@dataclass(frozen=True)
 class WorkerRow:
     """One worker as the table shows it."""
 
     info: WorkerInfo
-    job: Job | None
+    job: JobView | None
     local: bool
 
 
@@ -104,7 +121,7 @@ class WorkersPane(Vertical):
         self.ctx = ctx
         self.list = WorkerList()
         self._registry: list[WorkerInfo] = []
-        self._jobs: dict[int, Job] = {}
+        self._jobs: dict[int, JobView] = {}
         self._host = socket.gethostname()
         self._pid = os.getpid()
 
@@ -126,23 +143,15 @@ class WorkersPane(Vertical):
     def apply_poll(self, workers: list[WorkerInfo], jobs: dict[int, Job]) -> None:
         """A fresh copy of the registry and of the workers' current jobs."""
         self._registry = workers
-        self._jobs = jobs
+        self._jobs = {job_id: JobView.of_job(job) for job_id, job in jobs.items()}
         self._rebuild()
 
     def apply_progress(self, progress: dict[int, JobProgress]) -> None:
         """Live progress from this process's pool."""
         touched = False
         for job_id, event in progress.items():
-            job = self._jobs.get(job_id)
-            if job is not None:
-                self._jobs[job_id] = replace(
-                    job,
-                    stage=event.stage,
-                    progress_percent=event.percent,
-                    fps=event.fps,
-                    eta_s=event.eta_s,
-                    last_heartbeat=self.ctx.clock.now(),
-                )
+            if job_id in self._jobs:
+                self._jobs[job_id] = JobView(job_id, event.stage, event.percent, event.fps, event.eta_s)
                 touched = True
         if touched:
             self._rebuild()
@@ -157,16 +166,31 @@ class WorkersPane(Vertical):
                 self._rebuild()
                 return
 
+    def _local(self) -> dict[str, WorkerSnapshot]:
+        pool = self.ctx.pool
+        return {snap.worker_id: snap for snap in pool.snapshot()} if pool is not None else {}
+
     def _rebuild(self) -> None:
         keep = self.list.item_at(self.table.cursor)
-        rows = [
-            WorkerRow(
-                info=w,
-                job=self._jobs.get(w.current_job_id) if w.current_job_id else None,
-                local=w.host == self._host and w.pid == self._pid,
-            )
-            for w in self._registry
-        ]
+        local = self._local()
+        now = self.ctx.clock.now()
+        rows: list[WorkerRow] = []
+        seen: set[str] = set()
+        for info in self._registry:
+            seen.add(info.id)
+            snap = local.get(info.id)
+            if snap is not None:
+                # This process's own loops: the pool's in-memory state is fresher than the registry row.
+                info = replace(info, state=snap.state, current_job_id=snap.job_id)
+                job = _snap_job(snap)
+            else:
+                job = self._jobs.get(info.current_job_id) if info.current_job_id else None
+            is_local = snap is not None or (info.host == self._host and info.pid == self._pid)
+            rows.append(WorkerRow(info=info, job=job, local=is_local))
+        for worker_id, snap in local.items():
+            if worker_id not in seen:
+                info = WorkerInfo(worker_id, self._host, self._pid, snap.state, now, now, snap.job_id)
+                rows.append(WorkerRow(info=info, job=_snap_job(snap), local=True))
         # This process's workers first: they are the ones the keys of this tab control.
         rows.sort(key=lambda r: (not r.local, r.info.host, r.info.pid, r.info.started_at, r.info.id))
         self.list.rows = rows
@@ -178,8 +202,11 @@ class WorkersPane(Vertical):
         self._render_summary()
 
     def tick(self) -> None:
-        """Heartbeat ages move with the clock: repaint."""
-        self.table.refresh()
+        """Heartbeat ages move with the clock, local states change: rebuild from the pool's snapshot."""
+        if self.ctx.pool is not None:
+            self._rebuild()
+        else:
+            self.table.refresh()
 
     # ------------------------------------------------------------------ rendering
     def _cells(self, row: WorkerRow, dark: bool) -> Sequence[Cell]:
@@ -197,8 +224,8 @@ class WorkersPane(Vertical):
         stage: Cell = ("—", dim)
         if job is not None:
             stage = (job.stage.value, stage_style(job.stage, dark)) if job.stage else ("—", dim)
-            progress = fmt.progress_bar(job.progress_percent, 10, stage_style(job.stage, dark))
-            progress.append((f" {job.progress_percent:5.1f}%", Style()))
+            progress = fmt.progress_bar(job.percent, 10, stage_style(job.stage, dark))
+            progress.append((f" {job.percent:5.1f}%", Style()))
         host = info.host + (" (this)" if row.local else "")
         return [
             host,
@@ -262,3 +289,9 @@ class WorkersPane(Vertical):
             pool.pause_all()
             self.paused = True
             self.notify("Workers paused: running jobs are paused, no new job starts")
+
+
+def _snap_job(snap: WorkerSnapshot) -> JobView | None:
+    if snap.job_id is None:
+        return None
+    return JobView(snap.job_id, snap.stage, snap.percent, snap.fps, snap.eta_s)
