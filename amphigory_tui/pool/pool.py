@@ -745,7 +745,7 @@ class WorkerPool:
             self.log(
                 f"{run.stop_reason} came after the new file was placed: the job completes", level="info", job_id=job.id
             )
-        _done, nxt = await self._timed(
+        nxt = await self._timed(
             "complete",
             partial(
                 self.store.jobs.complete_and_claim,

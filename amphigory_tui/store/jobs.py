@@ -11,7 +11,21 @@ from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar, cast
 
-from sqlalchemy import Connection, Table, and_, case, func, or_, select, text, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Float,
+    Table,
+    Text,
+    and_,
+    bindparam,
+    case,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
 from sqlalchemy.exc import IntegrityError
 
 from amphigory_tui.domain.clock import Clock
@@ -102,6 +116,30 @@ ON CONFLICT (job_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, ende
 
 # How strong a user's request to a running job's owner is: a weaker one never replaces a stronger one.
 _REQUEST_RANK = {"pause": 1, "cancel": 2, "kill": 3}
+
+# complete_and_claim's statements (the same values as ``complete``), built once: the pool's per-job hot path.
+_COMPLETE_FAST = text(
+    """
+UPDATE transcode_jobs SET
+    status = 'completed', completed_at = :now, updated_at = :now, progress_percent = 100.0, eta_s = 0.0,
+    error_message = NULL, worker_id = NULL, child_pid = NULL, child_start_ticks = NULL, temp_path = NULL,
+    control_request = NULL, output_size = :output_size, duration_s = :duration_s, encode_time_s = :encode_time_s,
+    avg_fps = :avg_fps, output_path = COALESCE(:output_path, output_path)
+WHERE id = :id AND status = 'running' AND worker_id = :worker
+"""
+).bindparams(
+    bindparam("output_path", type_=Text()),
+    bindparam("output_size", type_=BigInteger()),
+    bindparam("duration_s", type_=Float()),
+    bindparam("encode_time_s", type_=Float()),
+    bindparam("avg_fps", type_=Float()),
+)
+_END_ATTEMPT_COMPLETED = text(
+    """
+UPDATE job_attempts SET ended_at = :now, outcome = 'completed', error = NULL
+WHERE job_id = :id AND ended_at IS NULL AND attempt = (SELECT attempts FROM transcode_jobs WHERE id = :id)
+"""
+)
 
 # Fields a running job's owner may set without changing its status.
 _RUNNING_FIELDS = frozenset(
@@ -450,22 +488,29 @@ class JobStore:
         duration_s: float | None = None,
         encode_time_s: float | None = None,
         avg_fps: float | None = None,
-    ) -> tuple[Job, Job | None]:
-        """``complete`` and, in the same transaction, the worker's next ``claim`` (one commit per job, not two)."""
+    ) -> Job | None:
+        """``complete`` and, in the same transaction, the worker's next ``claim``: one commit per job, not two.
+
+        Returns the next job (None when nothing is claimable or ``claim_next`` is False). The same values as
+        ``complete`` are written, with pre-built statements: this is the pool's per-job hot path.
+        """
+        check_transition(JobStatus.RUNNING, JobStatus.COMPLETED, job_id)
         now = self._clock.now()
+        params = {
+            "id": job_id,
+            "worker": worker_id,
+            "now": now,
+            "output_path": output_path,
+            "output_size": output_size,
+            "duration_s": duration_s,
+            "encode_time_s": encode_time_s,
+            "avg_fps": avg_fps,
+        }
         with self._db.write() as conn:
-            done = self._complete_in(
-                conn,
-                job_id,
-                worker_id,
-                now,
-                output_path=output_path,
-                output_size=output_size,
-                duration_s=duration_s,
-                encode_time_s=encode_time_s,
-                avg_fps=avg_fps,
-            )
-            return done, (self._claim_in(conn, worker_id, now) if claim_next else None)
+            if not conn.execute(_COMPLETE_FAST, params).rowcount:
+                raise self._refused(conn, job_id, worker_id, "completed")
+            conn.execute(_END_ATTEMPT_COMPLETED, {"id": job_id, "now": now})
+            return self._claim_in(conn, worker_id, now) if claim_next else None
 
     def pending_later(self) -> int:
         """Queued jobs not claimable now that will be without anyone's action: a retry delay not yet over, or
