@@ -322,9 +322,9 @@ class Rig:
         if sha256(clip.path) == clip.sha256:
             return "original"
         probe = probe_file(str(clip.path))
-        if probe.error is None and probe.video_codec == "h264" and probe.width == 320 and probe.duration_s:
-            if abs(probe.duration_s - clip.duration_s) <= max(1.0, 0.01 * clip.duration_s):
-                return "new"
+        valid = probe.error is None and probe.video_codec == "h264" and probe.width == 320
+        if valid and probe.duration_s and abs(probe.duration_s - clip.duration_s) <= max(1.0, 0.01 * clip.duration_s):
+            return "new"
         return f"damaged ({probe.error or probe.video_codec} {probe.width}x{probe.height} {probe.duration_s})"
 
     def check_library_path(self, clip: Clip) -> str:
