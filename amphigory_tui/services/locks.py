@@ -20,6 +20,7 @@ import itertools
 import os
 import socket
 import sys
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -38,6 +39,7 @@ __all__ = [
     "cleanup_stale_locks",
     "current_lock",
     "hold_process_lock",
+    "is_worker_alive",
     "lock_is_free",
     "owner_key",
     "release_process_lock",
@@ -292,6 +294,25 @@ class Liveness:
         """Whether the worker showed a sign of life within the stall timeout."""
         seen = self.heartbeats.get(worker_id)
         return seen is not None and self.now - seen <= self.stall_timeout_s
+
+
+def is_worker_alive(
+    worker_id: str,
+    *,
+    last_seen: float | None = None,
+    now: float | None = None,
+    stall_timeout_s: float = 300.0,
+    lock_dir: Path | None = None,
+) -> bool:
+    """One-off liveness of a worker: this host by its process lock, other hosts by ``last_seen`` (use ``Liveness``
+    for many workers at once: it caches per process)."""
+    return Liveness(
+        now=time.time() if now is None else now,
+        stall_timeout_s=stall_timeout_s,
+        heartbeats={worker_id: last_seen} if last_seen is not None else {},
+        lock_dir=lock_dir or paths.lock_dir(),
+        own=current_lock(),
+    ).is_alive(worker_id)
 
 
 _CURRENT: ProcessLock | None = None

@@ -115,3 +115,16 @@ def test_hold_process_lock_is_one_lock_per_process(lock_dir: Path) -> None:
     finally:
         release_process_lock()
     assert lock_is_free(first.path) is None
+
+
+def test_is_worker_alive_one_off(lock_dir: Path, holders: list[Holder]) -> None:
+    """The one-off helper answers like ``Liveness``: lock on this host, ``last_seen`` elsewhere."""
+    from amphigory_tui.services.locks import is_worker_alive
+
+    live = Holder(lock_dir)
+    holders.append(live)
+    assert is_worker_alive(live.worker_id(), lock_dir=lock_dir) is True
+    live.kill()
+    assert is_worker_alive(live.worker_id(), lock_dir=lock_dir) is False
+    assert is_worker_alive("farbox:1:abc.1", last_seen=100.0, now=150.0, stall_timeout_s=60) is True
+    assert is_worker_alive("farbox:1:abc.1", last_seen=100.0, now=161.0, stall_timeout_s=60) is False
