@@ -33,6 +33,7 @@ def binding_groups() -> list[tuple[str, list[Binding]]]:
     from amphigory_tui.ui.tabs.queue import QueuePane
     from amphigory_tui.ui.tabs.scan import ScanPane
     from amphigory_tui.ui.tabs.workers import WorkersPane
+    from amphigory_tui.ui.widgets.job_table import JobTable
     from amphigory_tui.ui.widgets.log_view import LogView
     from amphigory_tui.ui.widgets.virtual_table import VirtualTable
 
@@ -40,7 +41,7 @@ def binding_groups() -> list[tuple[str, list[Binding]]]:
         ("Everywhere", [*_bindings(AmphigoryApp.BINDINGS), Binding("ctrl+p", "command_palette", "Command palette")]),
         ("Tables", _bindings(VirtualTable.BINDINGS)),
         ("Scan tab (1)", _bindings(ScanPane.BINDINGS)),
-        ("Queue tab (2)", _bindings(QueuePane.BINDINGS)),
+        ("Queue tab (2)", _bindings(JobTable.BINDINGS) + _bindings(QueuePane.BINDINGS)),
         ("Workers tab (3)", _bindings(WorkersPane.BINDINGS)),
         ("Log tab (4)", _bindings(LogPane.BINDINGS) + _bindings(LogView.BINDINGS)),
         ("Action menu (Enter on a job)", _bindings(ActionMenu.BINDINGS)),

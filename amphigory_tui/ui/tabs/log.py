@@ -33,6 +33,7 @@ class LogPane(Vertical):
 
     def __init__(self, *, id: str | None = None) -> None:  # noqa: A002
         super().__init__(id=id)
+        self.view = LogView(id="log-view")
         # The pool may both write a line to processing_log and emit it as an event: a line already shown from the
         # other source is shown once. Repeats from the same source are real repeats and are kept.
         self._recent: dict[str, deque[tuple[str, int | None]]] = {
@@ -43,12 +44,7 @@ class LogPane(Vertical):
     def compose(self) -> ComposeResult:
         """Status line and the log."""
         yield Static("", id="log-status")
-        yield LogView(id="log-view")
-
-    @property
-    def view(self) -> LogView:
-        """The log view."""
-        return self.query_one(LogView)
+        yield self.view
 
     def on_mount(self) -> None:
         """Show the filter."""

@@ -122,6 +122,7 @@ class QueuePane(Vertical):
         super().__init__(id=id)
         self.ctx = ctx
         self.rows = JobSource(self._load_rows)
+        self.table = JobTable(self.rows, roots=lambda: self.ctx.settings.library.roots, id="queue-table")
         self.counts: dict[JobStatus, int] = {}
         self.stats: QueueStats | None = None
         self.loaded = False
@@ -138,12 +139,7 @@ class QueuePane(Vertical):
         yield Static("", id="queue-hint", markup=False)
         yield Static("", id="queue-filters")
         yield Input(placeholder="Search jobs by file name… (Enter: back to the table · Esc: clear)", id="queue-search")
-        yield JobTable(self.rows, id="queue-table")
-
-    @property
-    def table(self) -> JobTable:
-        """The job table."""
-        return self.query_one(JobTable)
+        yield self.table
 
     def on_mount(self) -> None:
         """Load the first page (in a worker: the first paint must not wait for the database)."""

@@ -165,6 +165,9 @@ class ScanPane(Vertical):
         super().__init__(id=id)
         self.ctx = ctx
         self.rows = MediaSource(self)
+        self.table: VirtualTable[MediaFile] = VirtualTable(
+            MEDIA_COLUMNS, self.rows, media_cells, empty_text="No media files", id="scan-table"
+        )
         self.stats: LibraryStats | None = None
         self.last_progress: ScanProgress | None = None
         self.loaded = False
@@ -186,12 +189,7 @@ class ScanPane(Vertical):
             yield Static("", id="scan-error", markup=False)
         yield Static("", id="scan-filters")
         yield Input(placeholder="Filter by path or reason… (Enter: back to the table · Esc: clear)", id="scan-filter")
-        yield VirtualTable(MEDIA_COLUMNS, self.rows, media_cells, empty_text="No media files", id="scan-table")
-
-    @property
-    def table(self) -> VirtualTable[MediaFile]:
-        """The media table."""
-        return self.query_one("#scan-table", VirtualTable)
+        yield self.table
 
     def on_mount(self) -> None:
         """Show what is known without the database; the data loads when the tab is first shown."""

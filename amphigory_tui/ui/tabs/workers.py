@@ -122,18 +122,16 @@ class WorkersPane(Vertical):
         self.list = WorkerList()
         self._registry: list[WorkerInfo] = []
         self._jobs: dict[int, JobView] = {}
+        self.table: VirtualTable[WorkerRow] = VirtualTable(
+            WORKER_COLUMNS, self.list, self._cells, empty_text="No workers", id="workers-table"
+        )
         self._host = socket.gethostname()
         self._pid = os.getpid()
 
     def compose(self) -> ComposeResult:
         """Summary line and the table."""
         yield Static("Loading…", id="workers-summary", markup=False)
-        yield VirtualTable(WORKER_COLUMNS, self.list, self._cells, empty_text="No workers", id="workers-table")
-
-    @property
-    def table(self) -> VirtualTable[WorkerRow]:
-        """The workers table."""
-        return self.query_one("#workers-table", VirtualTable)
+        yield self.table
 
     def on_mount(self) -> None:
         """Show the pool's size before the first poll arrives."""

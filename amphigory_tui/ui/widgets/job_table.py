@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import ClassVar
 
 from rich.style import Style
+from textual.binding import Binding, BindingType
 
 from amphigory_tui.domain.jobs import Job, JobStatus
 from amphigory_tui.ui import format as fmt
@@ -39,14 +41,23 @@ def progress_cell(job: Job, dark: bool) -> list[Piece]:
     return pieces
 
 
-def job_cells(job: Job, dark: bool) -> Sequence[Cell]:
+def display_path(path: str, roots: Sequence[str]) -> str:
+    """A job's input without its library root (``Doctor Who/S01E02.mkv``), or its file name outside the roots."""
+    for root in roots:
+        prefix = root.rstrip("/") + "/"
+        if path.startswith(prefix):
+            return path[len(prefix) :]
+    return path.rsplit("/", 1)[-1]
+
+
+def job_cells(job: Job, dark: bool, roots: Sequence[str] = ()) -> Sequence[Cell]:
     """One job as table cells, in ``JOB_COLUMNS`` order."""
     running = job.status is JobStatus.RUNNING
     dim = dim_style(dark)
     stage: Cell = (job.stage.value, stage_style(job.stage, dark)) if job.stage else ("—", dim)
     return [
         str(job.id),
-        fmt.printable(job.name),
+        fmt.printable(display_path(job.input_path, roots)),
         (job.status.value, status_style(job.status, dark)),
         stage,
         str(job.priority),
@@ -72,8 +83,18 @@ class JobSource(PagedRows[Job]):
 class JobTable(VirtualTable[Job]):
     """The Queue tab's table."""
 
-    def __init__(self, source: JobSource, *, id: str | None = None) -> None:  # noqa: A002
-        super().__init__(JOB_COLUMNS, source, job_cells, empty_text="No jobs here", id=id)
+    BINDINGS: ClassVar[list[BindingType]] = [Binding("enter", "activate", "Actions", id="job-menu")]
+
+    def __init__(
+        self,
+        source: JobSource,
+        *,
+        roots: Callable[[], Sequence[str]] = tuple,
+        id: str | None = None,  # noqa: A002
+    ) -> None:
+        super().__init__(
+            JOB_COLUMNS, source, lambda job, dark: job_cells(job, dark, roots()), empty_text="No jobs here", id=id
+        )
         self.jobs = source
 
     @property

@@ -70,7 +70,7 @@ class VirtualTable(ScrollView, Generic[T], can_focus=True):
         Binding("pagedown,ctrl+f", "page_down", "Page down", show=False, id="table-page-down"),
         Binding("home,g", "first", "First", show=False, id="table-first"),
         Binding("end,G", "last", "Last", show=False, id="table-last"),
-        Binding("enter", "activate", "Actions", id="table-activate"),
+        Binding("enter", "activate", "Open", show=False, id="table-activate"),
     ]
 
     COMPONENT_CLASSES: ClassVar[set[str]] = {
