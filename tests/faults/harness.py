@@ -164,6 +164,8 @@ class Rig:
         max_retries: int = 3,
         policy: str = "keep",
     ) -> None:
+        self.policy = policy
+        self.backup = root / "backup"
         self.root = root
         self.library = root / "library"
         self.work = root / "work"
@@ -188,6 +190,7 @@ class Rig:
                     f'roots = ["{self.library}"]',
                     "[paths]",
                     f'work_dir = "{self.work}"',
+                    f'backup_dir = "{self.backup}"',
                     "[workers]",
                     f"count = {workers}",
                     "heartbeat_interval_s = 1",
@@ -218,11 +221,12 @@ class Rig:
         self._count = 0
 
     # ------------------------------------------------------------------ setup
-    def add_jobs(self, count: int, *, seconds: float = 2.0, prefix: str = "movie") -> list[Clip]:
+    def add_jobs(self, count: int, *, seconds: float = 2.0, prefix: str = "movie", ext: str = "mkv") -> list[Clip]:
         """``count`` real clips in the library (high bitrate, so the encode is smaller) and a queued job each."""
         made = []
         for i in range(count):
-            path = make_clip(self.library / f"{prefix} {len(self.clips) + i:02d}.mkv", seconds=seconds, bitrate="1M")
+            name = f"{prefix} {len(self.clips) + i:02d}.{ext}"
+            path = make_clip(self.library / name, seconds=seconds, bitrate="1M")
             st = path.stat()
             job = self.store.jobs.create(str(path), source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
             probe = probe_file(str(path))
@@ -315,13 +319,14 @@ class Rig:
         return sorted(set(alive))
 
     # ------------------------------------------------------------------ checks
-    def library_state(self, clip: Clip) -> str:
-        """What the library path holds right now: "original", "new" (a valid encode) or a description of damage."""
-        if not clip.path.exists():
+    def library_state(self, clip: Clip, path: Path | None = None) -> str:
+        """What a library path (default: the clip's) holds: "original", "new" (a valid encode), "missing" or damage."""
+        path = path or clip.path
+        if not path.exists():
             return "missing"
-        if sha256(clip.path) == clip.sha256:
+        if sha256(path) == clip.sha256:
             return "original"
-        probe = probe_file(str(clip.path))
+        probe = probe_file(str(path))
         valid = probe.error is None and probe.video_codec == "h264" and probe.width == 320
         if valid and probe.duration_s and abs(probe.duration_s - clip.duration_s) <= max(1.0, 0.01 * clip.duration_s):
             return "new"

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from amphigory_tui.domain.jobs import JobStatus
-from tests.faults.harness import Rig
+from tests.faults.harness import Rig, sha256
 
 # Kill points in the order a job meets them; "transcode" freezes the real HandBrakeCLI after its first progress.
 POINTS = ["download", "transcode", "validate", "upload.placing", "upload.swap", "upload.placed", "finalize"]
@@ -41,3 +43,36 @@ def test_kill9_at_each_step_then_restart_completes(make_rig: type[Rig], point: s
     encodes = 1 if finished_by_recovery or point == "download" else 2
     assert rig.starts()[victim.job_id] == encodes
     assert rig.starts()[bystander.job_id] == 1
+
+
+@pytest.mark.parametrize(("policy", "ext"), [("delete", "mkv"), ("backup", "mkv"), ("keep", "mp4"), ("delete", "mp4")])
+def test_kill9_mid_swap_with_every_policy_and_a_renamed_output(make_rig: type[Rig], policy: str, ext: str) -> None:
+    """Killed between the two steps of the swap: the original is complete at its path or the new file at its own,
+    and after the restart the original policy is applied exactly once (kept, backed up or deleted)."""
+    rig = make_rig(policy=policy)
+    (clip,) = rig.add_jobs(1, ext=ext)
+    target = clip.path.with_suffix(".mkv")
+    worker = rig.start(env={"AMPHIGORY_TEST_PAUSE_AT": f"upload.swap@{clip.job_id}"})
+    rig.wait_marker(f"upload.swap.{clip.job_id}", worker)
+    worker.kill9()
+    at_crash = (rig.library_state(clip), rig.library_state(clip, target))
+    if ext == "mkv":
+        assert at_crash == ("original", "original"), "same name: the original is in place until the rename"
+    else:
+        assert at_crash == ("original", "new"), "new name: both names present beats neither"
+
+    rig.drain()
+    job = rig.job(clip.job_id)
+    assert job.status is JobStatus.COMPLETED, job.error_message
+    assert rig.library_state(clip, target) == "new"
+    kept = Path(str(clip.path) + ".original")
+    backup = rig.backup / str(clip.path).lstrip("/")
+    if ext != "mkv":
+        assert not clip.path.exists(), "the original left its old name only after the new file was in place"
+    assert kept.exists() == (policy == "keep")
+    assert backup.exists() == (policy == "backup")
+    for copy in (kept, backup):
+        if copy.exists():
+            assert sha256(copy) == clip.sha256
+    assert [a.outcome for a in rig.store.jobs.attempts(job.id)].count("completed") == 1
+    rig.check_clean()
