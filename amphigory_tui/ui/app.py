@@ -150,6 +150,8 @@ class AmphigoryApp(App[None]):
             logging.getLogger("amphigory_tui").addHandler(self._log_handler)
         self.queue_pane.table.focus()
         if self._poll_enabled:
+            # The first poll right away: the Workers and Log tabs have something to show at once.
+            self.call_later(self._poll)
             self._poll_timer = self.set_interval(self.settings.ui.poll_interval_s, self._poll)
             self.set_interval(FULL_RELOAD_S, self.reload_all)
         self.set_interval(1.0, self._tick)

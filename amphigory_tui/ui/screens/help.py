@@ -70,15 +70,16 @@ class HelpScreen(ModalScreen[None]):
     def compose(self) -> ComposeResult:
         """The key table in a scrolling box."""
         with VerticalScroll() as body:
-            body.border_title = 'Keys · Esc closes · remap with [ui] keymap: id = "keys"'
+            # Border titles are markup: the [ui] of the config section needs escaping.
+            body.border_title = 'Keys · Esc closes · remap in the config file: \\[ui] keymap = { id = "keys" }'
             yield Static(self._table(), id="help-text")
 
     def _table(self) -> Table:
         keymap: Mapping[str, str] = self.app.settings.ui.keymap if hasattr(self.app, "settings") else {}
         table = Table(box=None, expand=True, show_header=False, pad_edge=False)
-        table.add_column("Keys", no_wrap=True, style="bold", min_width=14)
+        table.add_column("Keys", no_wrap=True, style="bold", width=16)
         table.add_column("What", ratio=1)
-        table.add_column("Id", no_wrap=True, style="dim")
+        table.add_column("Id", no_wrap=True, style="dim", width=22)
         for title, bindings in binding_groups():
             table.add_row(Text(title, style="bold underline"), "", "")
             seen: set[tuple[str, str]] = set()

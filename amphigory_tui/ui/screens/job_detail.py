@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import ClassVar
 
 from rich.console import Group, RenderableType
+from rich.style import Style
 from rich.table import Table
 from rich.text import Text
 from textual import on, work
@@ -87,27 +88,16 @@ def render_detail(detail: JobDetail, now: float, dark: bool) -> RenderableType:
         res = f"{probe.width}×{probe.height}" if probe.width and probe.height else "—"
         row("Source", f"{probe.video_codec or '?'} {res} · {media.reason or '—'}")
 
-    attempts = Table(expand=True, box=None, show_edge=False, header_style="bold", pad_edge=False)
-    for label, kwargs in (
-        ("#", {"justify": "right", "no_wrap": True}),
-        ("Worker", {"no_wrap": True, "max_width": 28, "overflow": "ellipsis"}),
-        ("Started", {"no_wrap": True}),
-        ("Took", {"justify": "right", "no_wrap": True}),
-        ("Outcome", {"no_wrap": True}),
-        ("Error", {"ratio": 1, "overflow": "fold"}),
-    ):
-        attempts.add_column(label, **kwargs)
+    # One line per attempt and its error below it: a table squeezed into 80 columns wraps the error to pieces.
+    attempts = Text()
     for attempt in detail.attempts:
         took = fmt.duration((attempt.ended_at or now) - attempt.started_at)
-        attempts.add_row(
-            str(attempt.attempt),
-            attempt.worker_id,
-            fmt.clock_time(attempt.started_at),
-            took,
-            attempt.outcome or "running",
-            fmt.printable(attempt.error or ""),
-        )
-
+        outcome = attempt.outcome or "running"
+        attempts.append(f"#{attempt.attempt} ", style="bold")
+        attempts.append(outcome, style=_outcome_style(outcome, dark))
+        attempts.append(f" · {fmt.clock_time(attempt.started_at)} · took {took} · {attempt.worker_id}\n", style=dim)
+        if attempt.error:
+            attempts.append(f"   {fmt.printable(attempt.error)}\n")
     log = Text()
     for record in detail.log:
         log.append(f"{fmt.short_time(record.created_at)} ", style=dim)
@@ -176,3 +166,12 @@ class JobDetailScreen(ModalScreen[None]):
     def action_close(self) -> None:
         """Back to the queue."""
         self.dismiss(None)
+
+
+def _outcome_style(outcome: str, dark: bool) -> Style:
+    """An attempt's outcome in the colour of the status it matches (a retry is a failed attempt)."""
+    status = {"retry": "failed", "abandoned": "failed"}.get(outcome, outcome)
+    try:
+        return status_style(JobStatus(status), dark)
+    except ValueError:
+        return dim_style(dark)

@@ -108,9 +108,9 @@ class RowList:
 
 
 SETTING_COLUMNS = (
-    Column("key", "Key", 28),
+    Column("key", "Key", 30),
     Column("value", "Value", 16, flex=1),
-    Column("source", "Source", 16, min_screen=90),
+    Column("source", "Source", 7),
 )
 
 
@@ -154,7 +154,7 @@ class SettingsScreen(Screen[None]):
     """Every setting; Enter edits, ctrl+s saves, D discards, Esc leaves."""
 
     DEFAULT_CSS = """
-    SettingsScreen #settings-title { height: 1; padding: 0 1; text-style: bold; background: $panel; }
+    SettingsScreen #settings-title { height: auto; padding: 0 1; text-style: bold; background: $panel; }
     SettingsScreen #settings-modified { height: 1; padding: 0 1; color: $warning; display: none; }
     SettingsScreen.-modified #settings-modified { display: block; }
     SettingsScreen #settings-help { height: 3; padding: 0 1; border-top: solid $panel; }
@@ -216,14 +216,14 @@ class SettingsScreen(Screen[None]):
         if row.dotted in self.changed:
             source: Cell = ("edited", dim_style(dark) + _bold())
         elif row.dotted in self.saved.from_file and self.saved.file:
-            source = "config file"
+            source = "file"
         else:
             source = ("default", dim_style(dark))
         return [row.dotted, fmt.printable(display(value)), source]
 
     def _render_all(self) -> None:
         file = self.saved.file
-        where = f"file {file}" if file else f"no config file (save writes {self.target_file()})"
+        where = f"file {file}" if file else f"no config file; save writes {self.target_file()}"
         self.query_one("#settings-title", Static).update(f"Settings · {where}")
         self.set_class(bool(self.changed), "-modified")
         self._render_help()

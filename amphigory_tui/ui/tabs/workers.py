@@ -73,7 +73,7 @@ WORKER_COLUMNS = (
     Column("state", "State", 8),
     Column("job", "Job", 6, align="right"),
     Column("stage", "Stage", 9, min_screen=90),
-    Column("progress", "Progress", 16),
+    Column("progress", "Progress", 17),
     Column("fps", "FPS", 5, align="right", min_screen=100),
     Column("eta", "ETA", 6, align="right", min_screen=90),
     Column("beat", "Beat", 7, align="right"),
@@ -110,7 +110,7 @@ class WorkersPane(Vertical):
 
     DEFAULT_CSS = """
     WorkersPane { height: 1fr; }
-    WorkersPane #workers-summary { height: 1; padding: 0 1; text-style: bold; }
+    WorkersPane #workers-summary { height: auto; padding: 0 1; text-style: bold; }
     WorkersPane.-paused #workers-summary { color: $warning; }
     """
 

@@ -84,7 +84,7 @@ class LogView(ScrollView, can_focus=True):
         if added:
             self._resize()
             if follow:
-                self.scroll_end(animate=False, immediate=True)
+                self._to_end()
             self.refresh()
 
     def watch_min_level(self) -> None:
@@ -92,8 +92,12 @@ class LogView(ScrollView, can_focus=True):
         rank = level_rank(self.min_level)
         self._shown = [line for line in self.lines if level_rank(line.level) >= rank]
         self._resize()
-        self.scroll_end(animate=False, immediate=True)
+        self._to_end()
         self.refresh()
+
+    def _to_end(self) -> None:
+        # force: right after a resize the scrollbars are not laid out yet and a plain scroll would be refused.
+        self.scroll_to(y=self.max_scroll_y, animate=False, force=True)
 
     def _resize(self) -> None:
         self.virtual_size = Size(self.scrollable_content_region.width or 1, len(self._shown))
@@ -104,7 +108,7 @@ class LogView(ScrollView, can_focus=True):
 
     def action_follow(self) -> None:
         """Jump to the newest line and follow again."""
-        self.scroll_end(animate=False, immediate=True)
+        self._to_end()
 
     def render_line(self, y: int) -> Strip:
         """One log line: time, level, job, message (cut to the width)."""

@@ -194,9 +194,9 @@ class VirtualTable(ScrollView, Generic[T], can_focus=True):
     def _scroll_cursor_into_view(self) -> None:
         top, height = self.first_visible, self.body_height
         if self.cursor < top:
-            self.scroll_to(y=self.cursor, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor, animate=False, force=True)
         elif self.cursor >= top + height:
-            self.scroll_to(y=self.cursor - height + 1, animate=False, immediate=True)
+            self.scroll_to(y=self.cursor - height + 1, animate=False, force=True)
 
     def action_cursor_up(self) -> None:
         """Move up a row."""
@@ -209,13 +209,13 @@ class VirtualTable(ScrollView, Generic[T], can_focus=True):
     def action_page_up(self) -> None:
         """Move up a screen."""
         height = self.body_height
-        self.scroll_to(y=max(self.first_visible - height, 0), animate=False, immediate=True)
+        self.scroll_to(y=max(self.first_visible - height, 0), animate=False, force=True)
         self.move_cursor(self.cursor - height)
 
     def action_page_down(self) -> None:
         """Move down a screen."""
         height = self.body_height
-        self.scroll_to(y=self.first_visible + height, animate=False, immediate=True)
+        self.scroll_to(y=self.first_visible + height, animate=False, force=True)
         self.move_cursor(self.cursor + height)
 
     def action_first(self) -> None:

@@ -1,0 +1,192 @@
+"""The app frame: tab keys, help, theme, quit (with and without running jobs), palette, keymap, table keys."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import anyio
+import pytest
+from textual.command import CommandPalette
+from textual.widgets import TabbedContent
+
+from amphigory_tui.pool.pool import WorkerSnapshot
+from amphigory_tui.ui.screens.help import HelpScreen, binding_groups
+from amphigory_tui.ui.theme import DARK, LIGHT
+from amphigory_tui.ui.widgets.confirm import ConfirmModal
+from tests.ui.conftest import World, press, settle
+from tests.ui.helpers import shown_ids, static_text
+
+pytestmark = pytest.mark.anyio
+
+SIZE = (120, 40)
+
+
+class FakePool:
+    """A pool running one job: what the quit confirmation needs to see (snapshot, shutdown, run)."""
+
+    def __init__(self, job_id: int) -> None:
+        self.job_id = job_id
+        self.stopped = anyio.Event()
+        self.shutdowns: list[tuple[bool, bool]] = []
+        self.size = 1
+
+    async def run(self) -> None:
+        """Run until shut down."""
+        await self.stopped.wait()
+
+    def set_size(self, n: int) -> None:
+        """Resize."""
+        self.size = n
+
+    def pause_all(self) -> None:
+        """Not used here."""
+
+    def resume_all(self) -> None:
+        """Not used here."""
+
+    def snapshot(self) -> Sequence[WorkerSnapshot]:
+        """One busy worker."""
+        return [WorkerSnapshot("here:1:abc", "busy", self.job_id)]
+
+    async def shutdown(self, *, pause_running: bool = True, grace: bool = True) -> None:
+        """Record the call and let run() end."""
+        self.shutdowns.append((pause_running, grace))
+        self.stopped.set()
+
+
+async def test_number_keys_switch_tabs_and_focus_their_table(world: World) -> None:
+    """1–4 show Scan, Queue, Workers, Log; the shown tab's table has the focus (its keys are in the footer)."""
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        tabs = app.query_one(TabbedContent)
+        assert tabs.active == "queue" and app.focused is app.queue_pane.table
+        for key, tab, widget in (
+            ("1", "scan", app.scan_pane.table),
+            ("3", "workers", app.workers_pane.table),
+            ("4", "log", app.log_pane.view),
+            ("2", "queue", app.queue_pane.table),
+        ):
+            await press(pilot, key)
+            assert tabs.active == tab
+            assert app.focused is widget
+
+
+async def test_table_movement_keys(world: World) -> None:
+    """Arrows, j/k, Page Up/Down, Home/End and g/G move the cursor within the rows shown."""
+    app = world.app()
+    async with app.run_test(size=(80, 24)) as pilot:
+        await settle(pilot)
+        table = app.queue_pane.table
+        for key, expected in (
+            ("down", 1),
+            ("j", 2),
+            ("k", 1),
+            ("up", 0),
+            ("up", 0),
+            ("end", 7),
+            ("home", 0),
+            ("G", 7),
+            ("g", 0),
+            ("pagedown", 7),
+            ("pageup", 0),
+        ):
+            await press(pilot, key)
+            assert table.cursor == expected, key
+        assert table.cursor_job is not None and table.cursor_job.id == shown_ids(app)[0]
+
+
+async def test_help_lists_every_binding(world: World) -> None:
+    """`?` opens the help with every binding id of every tab; Esc closes it."""
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        text = static_text(app.screen.query_one("#help-text"), width=120)
+        ids = [b.id for _, group in binding_groups() for b in group if b.id]
+        assert len(ids) > 40
+        for binding_id in ids:
+            assert binding_id in text, binding_id
+        await press(pilot, "escape")
+        assert not isinstance(app.screen, HelpScreen)
+
+
+async def test_ctrl_t_switches_light_and_dark(world: World) -> None:
+    """ctrl+t toggles the theme and the live setting."""
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert app.theme == DARK
+        await press(pilot, "ctrl+t")
+        assert app.theme == LIGHT and not app.settings.ui.dark
+        await press(pilot, "ctrl+t")
+        assert app.theme == DARK and app.settings.ui.dark
+
+
+async def test_q_quits_at_once_when_nothing_runs_here(world: World) -> None:
+    """No pool in this process: `q` quits without asking."""
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.press("q")
+        await pilot.pause(0.2)
+        assert app._exit
+        assert not isinstance(app.screen, ConfirmModal)
+
+
+async def test_q_asks_while_jobs_run_and_pauses_them(world: World) -> None:
+    """With a job running here, `q` asks; `n` stays; `y` shuts the pool down (pausing the job) and quits."""
+    pool = FakePool(world.ids.running)
+    app = world.app(pool=pool)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "q")
+        assert isinstance(app.screen, ConfirmModal)
+        assert "1 job is running in this process" in static_text(app.screen.query_one("#confirm-text"))
+        await press(pilot, "n")
+        assert not isinstance(app.screen, ConfirmModal) and not app._exit
+        await pilot.press("q", "y")
+        for _ in range(40):
+            if app._exit:
+                break
+            await pilot.pause(0.05)
+        assert pool.shutdowns == [(True, True)]
+        assert app._exit
+
+
+async def test_command_palette_runs_queue_all(world: World) -> None:
+    """ctrl+p, "queue all", Enter: the same as `a`."""
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, "ctrl+p")
+        assert isinstance(app.screen, CommandPalette)
+        await pilot.press(*"queue all files")
+        await pilot.pause(0.3)
+        await press(pilot, "enter")
+        await settle(pilot)
+        assert world.services.queries.count_jobs() == 10
+
+
+async def test_keymap_from_config_remaps_keys(world_factory: Callable[..., World]) -> None:
+    """`[ui] keymap` moves queue-all to ctrl+a: `a` does nothing, ctrl+a queues; help shows the new key."""
+    world = world_factory(ui={"keymap": {"queue-all": "ctrl+a"}})
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "a")
+        assert world.services.queries.count_jobs() == 8
+        await press(pilot, "ctrl+a")
+        assert world.services.queries.count_jobs() == 10
+        await press(pilot, "question_mark")
+        text = static_text(app.screen.query_one("#help-text"), width=120)
+        assert any("^a" in line and "queue-all" in line for line in text.splitlines())
+
+
+async def test_ctrl_r_reloads_what_another_process_changed(world: World) -> None:
+    """ctrl+r reloads the tables and counts without waiting for the poll."""
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        world.services.actions.queue_all()
+        await press(pilot, "ctrl+r")
+        assert len(shown_ids(app)) == 10
