@@ -40,6 +40,7 @@ from amphigory_tui.domain.errors import StaleLease
 from amphigory_tui.domain.jobs import Job, RecoveryReport, Stage
 from amphigory_tui.services.locks import Liveness, ProcessLock, cleanup_stale_locks, current_lock
 from amphigory_tui.services.proc import is_same_process
+from amphigory_tui.services.replace import INTENT_NAME
 from amphigory_tui.services.runtime import Services
 
 __all__ = [
@@ -298,6 +299,11 @@ def clean_work_dir(
     if not entries:
         return TempCleanup()
     owned = _merge(_owned_roots(live_jobs(), work, configured), _owned_roots(live_jobs(), work, configured))
+    # A replace intent still here after the replace recovery belongs to a live worker (or could not be read): it is
+    # the only record of a half-done swap in the library, so it stays until a recovery can settle it.
+    for entry in entries:
+        if entry.parts[-1] == INTENT_NAME and not entry.is_dir:
+            owned.setdefault(entry.parts[0], set()).add(entry.parts)
     files = removed_bytes = dirs = 0
     work_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
     try:

@@ -260,3 +260,33 @@ def test_amphigory_recover_prints_the_counts(
     else:
         assert result.output.splitlines()[0] == "recovered 1 orphaned job"
         assert "  orphaned jobs requeued: 1" in result.output.splitlines()
+
+
+def test_an_unsettled_replace_intent_survives_the_cleanup(
+    services: Services, lock_dir: Path, holders: list[Holder]
+) -> None:
+    """A live worker's intent record (its job already failed, the swap left for recovery) is the only record of a
+    half-done replace: cleanup removes the files around it, never the record."""
+    from amphigory_tui.services.replace import INTENT_NAME, Intent, write_intent
+
+    holder = Holder(lock_dir)
+    holders.append(holder)
+    lease = services.settings.work_dir / "job-7" / "a1-x"
+    lease.mkdir(parents=True)
+    (lease / "output.mkv").write_bytes(b"o" * 10)
+    intent = Intent(
+        job_id=7,
+        worker_id=holder.worker_id(),
+        source="/library/a.mkv",
+        target="/library/a.mkv",
+        part="/library/.amphigory-7.mkv.part",
+        policy="keep",
+        original_dest="/library/a.mkv.original",
+        source_size=1,
+        source_mtime_ns=1,
+        path=str(lease / INTENT_NAME),
+    )
+    write_intent(intent)
+    report = recover(services)
+    assert (report.temp_files_removed, report.replaces_finished, report.replaces_rolled_back) == (1, 0, 0)
+    assert [p.name for p in lease.iterdir()] == [INTENT_NAME]
