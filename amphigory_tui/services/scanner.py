@@ -4,21 +4,20 @@ One ``Scanner`` serves ``amphigory scan``, watch mode and the TUI's Scan tab. It
 caller's thread (the CLI's main thread, a Textual thread worker); it reports ``ScanProgress`` through a callback, at
 most ``1 / progress_interval_s`` times a second, and stops within a second of ``cancel`` being set.
 
-Walk order (``walk.walk_media``): files come out sorted by ``walk.sort_key`` (path-component order). One total order
-makes three things simple:
+Walk order (``walk.walk_media``): files come out sorted by ``walk.sort_key`` (path-component order), which is
+what makes checkpoints simple:
 
 * **Checkpoint/resume.** Results are committed in batches (``scanner.batch_size`` changed rows, or every
   ``batch_interval_s``), each followed by a checkpoint in ``system_state`` holding the last path of the *frontier*:
   every file up to it was fully handled (probes finish out of order, so files done beyond the frontier are listed in
   the checkpoint too, which keeps the counts exact). A resumed scan skips whole directories that sort before the
   checkpoint without listing them.
-* **Missing files.** The recorded paths of a root are sorted by the same key and merged with the walk: a recorded
-  path the walk passes without seeing has disappeared, is marked missing and its live jobs are canceled in the same
-  batch. So missing-file detection needs no "seen" set and stays correct across a kill and a resume: everything up
-  to the checkpoint was merged before the kill, everything after it is merged by the resumed run. A path is only
-  marked missing when ``lstat`` says it no longer exists (a file in an unreadable folder, or one the extension list
-  no longer matches, is left alone), and a root that lists no files at all while the database knows some (an
-  unmounted NAS share) marks nothing missing.
+* **Missing files.** Each walked path is taken out of the root's recorded paths (``MediaStore.known``); what is left
+  when the walk completes was not seen, and is marked missing (its live jobs canceled) if ``lstat`` says it is gone.
+  A resumed scan did not walk the files before its checkpoint, so they are left too and get one ``lstat`` each:
+  files deleted before, during or after the interruption are all found. A file in an unreadable folder, or one the
+  extension list no longer matches, still exists and is left alone; a root that lists no files at all while the
+  database knows some (an unmounted NAS share) marks nothing missing.
 * **Incremental.** A file whose path, size and ``mtime_ns`` match its row is not probed. A changed file is re-probed
   after its live job is canceled ("source changed"); a file that reappears after being missing is re-probed.
 
@@ -32,7 +31,6 @@ import json
 import os
 import stat
 import threading
-from bisect import bisect_right
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
@@ -421,8 +419,9 @@ class _ScanRun:
         # progress
         self.started = self.clock.monotonic()
         self.last_emit = self.started - scanner._progress_interval_s
-        self.total_known = 0
-        self.counter: _Counter | None = None
+        self.recorded = 0  # present files the database knows under the roots: the progress total of a rescan
+        self.counter: _Counter | None = None  # counts the files of roots scanned for the first time
+        self.known: dict[str, KnownFile] = {}
         # per root
         self.root_index = 0
         self.root = ""
@@ -430,6 +429,7 @@ class _ScanRun:
         self.inflight: dict[str, _InFlight] = {}
         self.frontier: str | None = None
         self.skip_count: set[str] = set()
+        self.seen_in_root = 0
 
     # ------------------------------------------------------------------ driver
 
@@ -437,19 +437,22 @@ class _ScanRun:
         """Scan every root from the checkpoint on; clear it and note the time when complete."""
         cp = self.checkpoint
         first = cp.root_index if cp else 0
-        knowns = self._load_known()
-        self.total_known = sum(sum(1 for k in known.values() if not k.missing) for known in knowns.values())
-        if self.total_known == 0:
-            self.counter = _Counter(self.roots[first:], self.s._extensions, self.s._follow)
+        present = self.store.media.present_by_root(self.roots)
+        self.recorded = sum(present.values())
+        new_roots = [root for root in self.roots[first:] if present[root] == 0]
+        if new_roots:  # a first scan of these: count their files in a thread, for the total and the ETA
+            self.counter = _Counter(new_roots, self.s._extensions, self.s._follow)
             self.counter.start()
         self._emit(force=True)
         canceled = False
+        # (Loading a root's rows in a thread while the walk starts was tried: with the GIL shared between the
+        # row building and the walk it was slower, not faster, on 2 cores.)
         try:
             for index in range(first, len(self.roots)):
                 after = cp.last if cp and index == cp.root_index else None
                 if cp and index == cp.root_index:
                     self.skip_count = set(cp.done_after)
-                if not self._scan_root(index, knowns.pop(self.roots[index]), after):
+                if not self._scan_root(index, after):
                     canceled = True
                     break
         finally:
@@ -477,23 +480,21 @@ class _ScanRun:
             errors=tuple(self.errors),
         )
 
-    def _load_known(self) -> dict[str, dict[str, KnownFile]]:
-        """What the database remembers of each root (one query per root)."""
-        return {root: self.store.media.known(root) for root in self.roots}
-
-    def _scan_root(self, index: int, known: dict[str, KnownFile], after: str | None) -> bool:
-        """Scan one root from ``after`` on; False when canceled."""
+    def _scan_root(self, index: int, after: str | None) -> bool:
+        """Scan one root from ``after`` on, then look for vanished files; False when canceled."""
         self.root_index = index
         self.root = self.roots[index]
         self.window.clear()
         self.inflight.clear()
         self.frontier = after
-        keys = sorted((sort_key(p), p) for p in known)
-        start = bisect_right(keys, (sort_key(after), "\U0010ffff")) if after is not None else 0
-        feed = self._feed(known, keys, start, after)
-        for path, probe in self.s._probe_stream(feed):
+        self.seen_in_root = 0
+        self.known = self.store.media.known(self.root)  # one query; the walk pops what it sees
+        for path, probe in self.s._probe_stream(self._feed(after)):
             self._on_probed(path, probe)
             self._maybe_flush()
+            self._emit()
+        if not self.cancel.is_set():
+            self._find_missing(self.known, resumed=after is not None)
         if self.cancel.is_set():
             self._flush(self.root_index, self.frontier)
             return False
@@ -501,13 +502,19 @@ class _ScanRun:
         self.skip_count = set()
         return True
 
-    def _feed(
-        self, known: dict[str, KnownFile], keys: list[tuple[str, str]], start: int, after: str | None
-    ) -> Iterator[str]:
-        """Walk the root; handle unchanged and vanished files here; yield the paths that need a probe."""
-        ki, kn = start, len(keys)
-        seen_in_root = 0
+    def _feed(self, after: str | None) -> Iterator[str]:
+        """Walk the root; handle unchanged files here; yield the paths that need a probe.
+
+        Every walked path is popped from the root's recorded rows: what is left afterwards was not seen.
+        The loop is the hot path of a rescan (one pass per file of the library), hence the local variables and
+        the counts kept locally between ``_sync`` calls.
+        """
         cancel = self.cancel
+        window = self.window
+        skip = self.skip_count
+        pop = self.known.pop
+        n = fresh = 0
+        last: str | None = None
         for path, size, mtime_ns in walk_media(
             self.root,
             self.s._extensions,
@@ -517,64 +524,76 @@ class _ScanRun:
             on_error=self._on_walk_error,
             cancel=cancel,
         ):
-            seen_in_root += 1
-            if ki < kn:
-                key = sort_key(path)
-                while ki < kn and keys[ki][0] < key:
-                    self._maybe_missing(known[keys[ki][1]], keys[ki][1])
-                    ki += 1
-                if ki < kn and keys[ki][0] == key:
-                    ki += 1
-            k = known.get(path)
+            n += 1
+            k = pop(path, None)
             if k is not None and not k.missing and k.size_bytes == size and k.mtime_ns == mtime_ns:
                 # Counted when done (a file in flight is not: the checkpoint's counts cover exactly the files
                 # up to its frontier plus ``done_after``, so a resumed scan counts every file once).
-                if not self.skip_count or path not in self.skip_count:
-                    self.c.seen += 1
-                    self.c.unchanged += 1
-                self._done(path, None)
+                if not skip or path not in skip:
+                    fresh += 1
+                if window:
+                    self._done(path, None)
+                else:
+                    last = path
+                if n & 31 == 0:  # the clock and the batch are looked at every 32 files; cancel at every file
+                    self._sync(fresh, last)
+                    fresh, last = 0, None
+                    self._maybe_flush()
+                    self._emit()
             else:
+                self._sync(fresh, last)
+                fresh, last = 0, None
                 item = _InFlight(size, mtime_ns, k)
                 self.inflight[path] = item
-                self.window.append((path, item))
+                window.append((path, item))
                 yield path
-            self._maybe_flush()
-            self._emit()
             if cancel.is_set():
-                return
-        if cancel.is_set():
+                break
+        self._sync(fresh, last)
+        self.seen_in_root += n
+
+    def _sync(self, fresh: int, last: str | None) -> None:
+        """Fold the feed's local counts of unchanged files into the run's."""
+        self.c.seen += fresh
+        self.c.unchanged += fresh
+        if last is not None:
+            self.frontier = last
+
+    def _find_missing(self, known: dict[str, KnownFile], *, resumed: bool) -> None:
+        """Recorded files the walk did not see: missing if ``lstat`` says they are gone.
+
+        In a resumed scan that includes every file before the checkpoint (this run did not walk them): one lstat
+        each, and files deleted while the scan was interrupted are found too.
+        """
+        candidates = [(path, k) for path, k in known.items() if not k.missing]
+        if not candidates:
             return
-        # The walk is complete: every recorded path it did not reach is gone, unless the root looks unmounted.
-        if seen_in_root == 0 and after is None and any(not known[p].missing for _, p in keys[ki:]):
+        if self.seen_in_root == 0 and not resumed:
             self._on_walk_error(
                 self.root,
-                f"library root {self.root} has no media files but the database knows some: not marking them "
-                "missing (is it mounted?)",
+                f"library root {self.root} has no media files but the database knows {len(candidates):,}: "
+                "not marking them missing (is it mounted?)",
             )
             return
-        for _, p in keys[ki:]:
-            self._maybe_missing(known[p], p)
+        for i, (path, k) in enumerate(candidates):
+            if i & 255 == 0 and self.cancel.is_set():
+                return
+            if is_gone(path):
+                self.missing_ids.append(k.id)
+                self.c.missing += 1
+                self.dirty = True
+                self._maybe_flush()
+        self._emit()
 
     def _done(self, path: str, item: _InFlight | None) -> None:
         """A file is fully handled: move the frontier over every finished file at the head of the window."""
-        if item is None and not self.window:
-            self.frontier = path
-            return
+        window = self.window
         if item is not None:
             item.done = True
         else:
-            self.window.append((path, None))
-        window = self.window
+            window.append((path, None))
         while window and (window[0][1] is None or window[0][1].done):
             self.frontier = window.popleft()[0]
-
-    def _maybe_missing(self, k: KnownFile, path: str) -> None:
-        """A recorded file the walk passed without seeing: mark it missing if it is really gone."""
-        if k.missing or not is_gone(path):
-            return
-        self.missing_ids.append(k.id)
-        self.c.missing += 1
-        self.dirty = True
 
     def _on_probed(self, path: str, probe: ProbeResult) -> None:
         """A probe came back: decide, queue the record for the next commit."""
@@ -658,8 +677,7 @@ class _ScanRun:
         elapsed = now - self.started
         run_seen = self.c.seen - self.seen_at_start
         rate = run_seen / elapsed if elapsed > 0 else 0.0
-        counted = self.counter.count if self.counter is not None else 0
-        total = max(self.total_known, counted, self.c.seen)
+        total = max(self.recorded + (self.counter.count if self.counter is not None else 0), self.c.seen)
         eta = (total - self.c.seen) / rate if rate > 0 and total > self.c.seen and not done else None
         self.on_progress(
             ScanProgress(

@@ -102,6 +102,7 @@ def walk_media(
                 on_error(folder, f"cannot read folder {folder}: {exc.strerror or exc}")
             return []
 
+    is_regular = stat.S_ISREG
     stack: list[Iterator[os.DirEntry[str]]] = [iter(listing(root))]
     while stack:
         if cancel is not None and cancel.is_set():
@@ -120,12 +121,9 @@ def walk_media(
                 after_key = None  # past the checkpoint: everything from here on is new (walk order is monotonic)
         name = entry.name
         try:
-            if entry.is_symlink():
-                if not follow_symlinks:
-                    continue
-                is_dir = entry.is_dir()
-            else:
-                is_dir = entry.is_dir(follow_symlinks=False)
+            # Without following, a link to a folder is not a folder, and a link to a file fails S_ISREG below
+            # (lstat): one d_type check and one stat per file, as cheap as a bare walk gets.
+            is_dir = entry.is_dir(follow_symlinks=follow_symlinks)
         except OSError:
             continue
         if is_dir:
@@ -154,7 +152,8 @@ def walk_media(
                 on_error(path, f"file name is not valid UTF-8, skipped: {path!r}")
             continue
         if not stat_files:
-            yield path, -1, -1
+            if follow_symlinks or not entry.is_symlink():
+                yield path, -1, -1
             continue
         try:
             st = entry.stat(follow_symlinks=follow_symlinks)
@@ -164,7 +163,7 @@ def walk_media(
             if on_error is not None:
                 on_error(path, f"cannot stat {path}: {exc.strerror or exc}")
             continue
-        if not stat.S_ISREG(st.st_mode):
+        if not is_regular(st.st_mode):
             continue  # a FIFO or device named .mkv is not a media file
         yield path, st.st_size, st.st_mtime_ns
 

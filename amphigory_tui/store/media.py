@@ -78,6 +78,15 @@ class MediaStore:
                 for path, id_, size, mtime, missing in conn.execute(query)
             }
 
+    def present_by_root(self, roots: Sequence[str]) -> dict[str, int]:
+        """How many present files each of these roots has (a scan's progress total); absent roots count 0."""
+        query = (
+            select(M.c.root, func.count()).where(M.c.root.in_(list(roots)), M.c.missing.is_(False)).group_by(M.c.root)
+        )
+        with self._db.read() as conn:
+            found = {root: int(n) for root, n in conn.execute(query)}
+        return {root: found.get(root, 0) for root in roots}
+
     def count_candidates(self, roots: Sequence[str]) -> int:
         """How many present files under these library roots need transcoding (for the scan summary)."""
         query = (

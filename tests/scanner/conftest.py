@@ -94,8 +94,9 @@ def store(tmp_path: Path) -> Iterator[Store]:
 
 @pytest.fixture(scope="session")
 def pool() -> Iterator[ProbePool]:
-    """One real probe pool for the session's in-process scans."""
-    with ProbePool(2, 20.0) as p:
+    """One real probe pool for the session's in-process scans; 2 workers × depth 2 = at most 4 files in flight,
+    which the cancel/resume tests count on (the walk waits while 4 probes are out)."""
+    with ProbePool(2, 20.0, depth=2) as p:
         yield p
 
 
