@@ -1,10 +1,12 @@
 """Probe throughput: ProbePool (1 and 2 workers) against one ffprobe process per file, on 200 real tiny clips.
 
-Run: ``.venv/bin/python bench/probe.py [--files 200]``.  Prints figures, asserts nothing.  Goals: the pool probes
-at least 20× as many files per second as ffprobe, and 2 workers at least 1.8× as many as 1 (on 2 cores).
+Run: ``.venv/bin/python bench/probe.py [--files 200] [--rounds 9] [--boost]``.  Prints figures, asserts
+nothing.  Goals: the pool probes at least 20× as many files per second as ffprobe, and 2 workers at least 1.8× as
+many as 1 (on 2 cores).
 
-"Cold" means every measured pass starts a new pool (start-up is included and also shown alone) and evicts the
-clips from the page cache first (posix_fadvise DONTNEED after a sync), so every probe reads from disk.
+"Cold" means every measured pass starts a new pool (its start-up is included and also shown alone) and evicts the
+clips from the page cache first (posix_fadvise DONTNEED after a sync), so the first read of each comes from disk.
+On a machine shared with other sessions, ``--boost`` (root) keeps their load from deciding the 1→2 worker ratio.
 """
 
 from __future__ import annotations
@@ -101,54 +103,110 @@ def run_inline(paths: list[str]) -> int:
     return len(paths)
 
 
+def boost() -> str | None:
+    """Raise this session's scheduling group to nice -20 (Linux autogroup, root); returns the old value.
+
+    On a shared machine the scheduler splits the CPUs fairly between sessions (autogroups), not processes, so a
+    second worker only gets a share of what other people's test runs leave; ``nice`` alone does not change that.
+    """
+    try:
+        old = Path("/proc/self/autogroup").read_text().split("nice")[-1].strip()
+        Path("/proc/self/autogroup").write_text("-20")
+    except OSError:
+        return None
+    return old
+
+
+def summary(rates: list[float]) -> tuple[float, float]:
+    """(median, best) of a list of rates."""
+    ordered = sorted(rates)
+    return ordered[len(ordered) // 2], ordered[-1]
+
+
 def main() -> None:
     """Generate the clips, measure, print."""
-    parser = argparse.ArgumentParser(description=__doc__)
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--files", type=int, default=200)
-    parser.add_argument("--rounds", type=int, default=5, help="passes per pool size (the best is kept)")
+    parser.add_argument("--rounds", type=int, default=9, help="passes per pool size (median and best shown)")
+    parser.add_argument("--boost", action="store_true", help="run this session at autogroup nice -20 (root)")
     args = parser.parse_args()
+    restore = boost() if args.boost else None
+    try:
+        measure(args.files, args.rounds, boosted=restore is not None)
+    finally:
+        if restore is not None:
+            Path("/proc/self/autogroup").write_text(restore)
+
+
+def measure(count: int, rounds: int, *, boosted: bool) -> None:
+    """Build the library in a temp dir and print the table."""
     with tempfile.TemporaryDirectory(prefix="amphigory-bench-") as tmp:
         t0 = time.perf_counter()
-        paths = make_library(Path(tmp), args.files)
+        paths = make_library(Path(tmp), count)
         size = sum(os.path.getsize(p) for p in paths[: len(BASES) * 2]) / (len(BASES) * 2)
+        load = Path("/proc/loadavg").read_text().split()[0] if Path("/proc/loadavg").exists() else "?"
         print(
-            f"library: {len(paths)} files (16 distinct clips, mean {size / 1024:.0f} KiB) "
-            f"made in {time.perf_counter() - t0:.1f} s; {os.cpu_count()} CPUs"
+            f"library: {len(paths)} files (16 distinct clips, mean {size / 1024:.0f} KiB) made in "
+            f"{time.perf_counter() - t0:.1f} s; {os.cpu_count()} CPUs; load average {load}"
+            f"{'; session boosted to autogroup nice -20' if boosted else ''}"
         )
 
-        # Start the fork server once, as a long-running app would; every pass below still starts a new pool.
+        # The fork server starts once per process (as in a long-running app); every pass still starts a new pool.
+        start = time.perf_counter()
         with ProbePool(1) as warm:
             warm.probe(paths[0])
+        print(f"fork server start + first pool + first probe: {(time.perf_counter() - start) * 1000:.0f} ms")
 
-        rows: list[tuple[str, float]] = []
+        rows: list[tuple[str, list[float]]] = []
         evict(paths)
         secs, n = timed(lambda: run_ffprobe(paths))
-        rows.append(("ffprobe, 1 process per file", n / secs))
+        rows.append(("ffprobe, 1 process per file", [n / secs]))
 
         # Interleaved rounds, so that noise from other processes on the machine hits both pool sizes alike.
-        rates: dict[int, list[float]] = {1: [], 2: []}
+        cold: dict[int, list[float]] = {0: [], 1: [], 2: []}
         startups: dict[int, list[float]] = {1: [], 2: []}
-        for _ in range(args.rounds):
+        for _ in range(rounds):
             for workers in (1, 2):
                 evict(paths)
                 start = time.perf_counter()
                 run_pool(paths, workers, startups[workers])
-                rates[workers].append(len(paths) / (time.perf_counter() - start))
+                cold[workers].append(len(paths) / (time.perf_counter() - start))
+            evict(paths)
+            secs, n = timed(lambda: run_inline(paths))
+            cold[0].append(n / secs)
+        # Steady state, as in a long scan: one warm pool, the 200 files ten times over in one stream.
+        steady: dict[int, list[float]] = {1: [], 2: []}
+        pools = {workers: ProbePool(workers) for workers in (1, 2)}
+        try:
+            for _ in range(max(1, rounds // 3)):
+                for workers, pool in pools.items():
+                    secs, n = timed(lambda p=pool: sum(1 for _ in p.probe_many(paths * 10)))  # type: ignore[misc]
+                    steady[workers].append(n / secs)
+        finally:
+            for pool in pools.values():
+                pool.close()
         for workers in (1, 2):
             label = f"ProbePool, {workers} worker{'s' if workers > 1 else ''}"
-            rows.append((f"{label} (start-up {min(startups[workers]) * 1000:.0f} ms incl.)", max(rates[workers])))
+            rows.append((f"{label}, cold (pool start {min(startups[workers]) * 1000:.0f} ms incl.)", cold[workers]))
+        for workers in (1, 2):
+            rows.append(
+                (f"ProbePool, {workers} worker{'s' if workers > 1 else ''}, steady (warm pool)", steady[workers])
+            )
+        rows.append(("probe_file in-process, cold (no isolation)", cold[0]))
 
-        evict(paths)
-        secs, n = timed(lambda: run_inline(paths))
-        rows.append(("probe_file in-process (no isolation)", n / secs))
-
-        ffprobe_rate = rows[0][1]
-        print(f"\n{'method':<52} {'files/s':>9} {'× ffprobe':>10}")
-        for name, rate in rows:
-            print(f"{name:<52} {rate:9.1f} {rate / ffprobe_rate:9.1f}×")
-        one, two = rows[1][1], rows[2][1]
-        print(f"\n2 workers / 1 worker: {two / one:.2f}×   (goal ≥ 1.8×)")
-        print(f"best pool / ffprobe:  {max(one, two) / ffprobe_rate:.1f}×   (goal ≥ 20×)")
+        ffprobe_rate = rows[0][1][0]
+        print(f"\n{'method':<50} {'median/s':>9} {'best/s':>9} {'× ffprobe':>10}")
+        for name, values in rows:
+            median, best = summary(values)
+            print(f"{name:<50} {median:9.1f} {best:9.1f} {median / ffprobe_rate:9.1f}×")
+        for label, rates in (("cold", cold), ("steady", steady)):
+            (one_med, one_best), (two_med, two_best) = summary(rates[1]), summary(rates[2])
+            print(
+                f"\n2 workers / 1 worker, {label}: {two_med / one_med:.2f}× median, {two_best / one_best:.2f}× best"
+                "   (goal ≥ 1.8×)",
+                end="",
+            )
+        print(f"\npool / ffprobe: {summary(cold[2])[0] / ffprobe_rate:.0f}× (2 workers, cold, median)   (goal ≥ 20×)")
 
 
 if __name__ == "__main__":

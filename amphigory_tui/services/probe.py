@@ -1,15 +1,20 @@
 """Fast probing: PyAV in-process (``probe_file``) and a crash-isolated pool of probe processes (``ProbePool``).
 
-Spawning ``ffprobe`` costs about 100 ms per file; opening a file with PyAV costs 1–3 ms.  libav runs in our address
-space then, so a file that crashes or hangs it must only take down a worker process: ``ProbePool`` keeps a few
-long-lived workers (forked from multiprocessing's fork server, which imports av once), replaces a worker that dies or
-overruns ``timeout_s``, and records ``probe crashed …`` / ``probe timed out after N s`` for that one file.
+Spawning ``ffprobe`` costs about 70–100 ms per file; opening a file with PyAV costs 1–3 ms.  libav runs in our
+address space then, so a file that crashes or hangs it must only take down a worker process: ``ProbePool`` keeps a
+few long-lived workers (forked from multiprocessing's fork server, which imports av once), replaces a worker that
+dies or overruns ``timeout_s``, and records ``probe crashed …`` / ``probe timed out after N s`` for that one file.
+Workers answer in small batches, so the parent wakes once per batch, not once per file (on 2 cores the parent's
+wake-ups otherwise eat into the second worker); each worker publishes the id and start time of the file it is on in
+shared memory, which is how the parent knows whom to blame and when a file overruns.
 
 Truncated files (TOOLS.md §2: a file cut in half still reports its full duration, and most tools say it is fine) are
 caught the way mediainfo does it, by comparing the size the container's own structure declares with the file's real
 size: the Matroska/WebM Segment size, the MP4/MOV top-level box sizes, the AVI RIFF chunk sizes.  That costs one or a
-few 16-byte reads, not a demux of the tail (which for Matroska without an index means reading the whole file).
-MPEG-PS/TS and Ogg need no check: libavformat measures their duration from the last timestamps in the file.
+few 16-byte reads, not a demux of the tail (which for Matroska without an index means reading the whole file).  A
+Matroska file written to a pipe has no Segment size but may still carry the source's duration: there the timestamp
+of the last block in the file's last 4 MiB is compared with that duration.  MPEG-PS/TS and Ogg need no check:
+libavformat measures their duration from the last timestamps in the file.
 """
 
 from __future__ import annotations
@@ -55,6 +60,9 @@ HANG_MARKER = "__probe_hang__"
 # threads=1: parallelism comes from the worker processes, not from decoder threads.
 _AV_OPTIONS = {"skip_frame": "nokey", "threads": "1"}
 _STARTUP_TIMEOUT_S = 20.0
+_DEPTH = 16  # requests in flight per worker; a worker answers in batches of half that
+_FLUSH_S = 0.05  # but never sits on an answer longer than this (the scanner shows progress)
+_READY = "ready"
 _MAX_STARTUP_FAILURES = 3
 _CLOSE_GRACE_S = 1.0
 
@@ -448,8 +456,13 @@ def _riff_end(fd: int, size: int) -> tuple[str, int] | None:
 # --------------------------------------------------------------------------------------------------- worker
 
 
-def _worker_main(conn: Connection, faults: bool) -> None:
-    """A probe worker: answer ``(id, path)`` requests with ``(id, ProbeResult)`` until told to stop."""
+def _worker_main(conn: Connection, progress: Any, faults: bool, batch: int) -> None:
+    """A probe worker: answer lists of ``(id, path)`` with lists of ``(id, ProbeResult)`` until told to stop.
+
+    Answers go back in batches (``batch`` results, or fewer when no more work is waiting or the oldest has
+    waited ``_FLUSH_S``), so the parent wakes once per batch rather than once per file.  ``progress`` (shared
+    memory: start time in ns, request id) tells the parent which file a crashed or stuck worker was on.
+    """
     # Ctrl-C in a terminal reaches the whole process group: the parent decides, a worker must not die of it and
     # get the file it was probing blamed for a crash.
     signal.signal(signal.SIGINT, signal.SIG_IGN)
@@ -460,16 +473,31 @@ def _worker_main(conn: Connection, faults: bool) -> None:
     os.dup2(devnull, 1)
     os.dup2(devnull, 2)
     os.close(devnull)
+    more = select.poll()
+    more.register(conn.fileno(), select.POLLIN)
+    answers: list[tuple[int, ProbeResult]] = []
+    oldest = 0.0
     try:
-        conn.send(("ready", os.getpid()))
+        conn.send(_READY)
         while True:
-            message = conn.recv()
+            message = conn.recv()  # never with answers held back: they went out when the input ran dry
             if message is None:
                 return
-            request_id, path = message
-            if faults:
-                _inject_fault(path)
-            conn.send((request_id, probe_file(path)))
+            for request_id, path in message:
+                progress[0] = time.monotonic_ns()  # written before the id, so the parent never sees an old time
+                progress[1] = request_id
+                if faults:
+                    _inject_fault(path)
+                answers.append((request_id, probe_file(path)))
+                if len(answers) == 1:
+                    oldest = time.monotonic()
+                if len(answers) >= batch or time.monotonic() - oldest >= _FLUSH_S:
+                    conn.send(answers)
+                    answers = []
+            progress[1] = 0
+            if answers and not more.poll(0):
+                conn.send(answers)
+                answers = []
     except (EOFError, OSError):
         return  # the parent went away
 
@@ -499,15 +527,21 @@ class _Request:
 
 @dataclass(slots=True)
 class _Worker:
-    """A worker process, its pipe and the requests it holds, oldest (the one running) first."""
+    """A worker process, its pipe, its shared progress and the requests it holds, oldest first."""
 
     process: BaseProcess
     conn: Connection
+    progress: Any  # shared int64[2]: start of the current file (monotonic ns), its request id (0: none)
     spawned_at: float
     queue: deque[_Request] = field(default_factory=deque)
     ready: bool = False
-    head_since: float = 0.0
+    last_activity: float = 0.0
     broken: bool = False
+
+    def current(self) -> tuple[int, float]:
+        """(request id, start time in monotonic seconds) of the file the worker is on; id 0 when between files."""
+        rid = int(self.progress[1])  # read the id first: its start time was written before it
+        return rid, self.progress[0] / 1e9
 
 
 def _context() -> ForkServerContext:
@@ -565,7 +599,7 @@ class ProbePool:
     ``workers × depth`` paths in flight, so it can be fed 100,000 paths lazily.
     """
 
-    def __init__(self, workers: int = 0, timeout_s: float = 30.0, *, depth: int = 2) -> None:
+    def __init__(self, workers: int = 0, timeout_s: float = 30.0, *, depth: int = _DEPTH) -> None:
         self.size = workers if workers > 0 else (os.cpu_count() or 1)
         self.timeout_s = timeout_s
         self._depth = max(1, depth)
@@ -575,6 +609,7 @@ class ProbePool:
         self._backlog: deque[_Request] = deque()
         self._next_id = 0
         self._startup_failures = 0
+        self._streaming = False
         # One poll object for the pool's life: building a selector per wait would cost more than the IPC.
         self._poller = select.poll()
         self._by_fd: dict[int, _Worker] = {}
@@ -623,11 +658,16 @@ class ProbePool:
         """Yield ``(path, result)`` for every path, in completion order, pulling paths only as workers free up."""
         if self.closed:
             raise AmphigoryError("the probe pool is closed")
+        if self._streaming:
+            # Two interleaved streams would take each other's answers: refuse rather than hang.
+            raise AmphigoryError("the probe pool is already streaming results to another caller")
+        self._streaming = True
         source = iter(paths)
         exhausted = False
         mine: dict[int, _Request] = {}
         try:
             while True:
+                batches: dict[int, list[_Request]] = {}
                 while not exhausted or self._backlog:
                     worker = self._free_worker()
                     if worker is None:
@@ -642,7 +682,11 @@ class ProbePool:
                             continue
                         request = self._new_request(path)
                         mine[request.rid] = request
-                    self._send(worker, request)
+                    worker.queue.append(request)
+                    batches.setdefault(id(worker), []).append(request)
+                for worker in self._workers:
+                    if id(worker) in batches:
+                        self._send(worker, batches[id(worker)])
                 if not mine:
                     return
                 for request, result in self._pump():
@@ -653,6 +697,7 @@ class ProbePool:
             for request in mine.values():
                 request.orphan = True
             self._backlog = deque(r for r in self._backlog if not r.orphan)
+            self._streaming = False
 
     # ------------------------------------------------------------------ internals
 
@@ -665,12 +710,17 @@ class ProbePool:
     def _spawn(self) -> _Worker:
         """Start one worker process."""
         parent_end, child_end = self._ctx.Pipe(duplex=True)
+        progress = self._ctx.RawArray("q", 2)
         process = self._ctx.Process(
-            target=_worker_main, args=(child_end, self._faults), name="amphigory-probe", daemon=True
+            target=_worker_main,
+            args=(child_end, progress, self._faults, max(1, self._depth // 2)),
+            name="amphigory-probe",
+            daemon=True,
         )
         process.start()
         child_end.close()  # so the worker's death shows up as EOF here
-        worker = _Worker(process=process, conn=parent_end, spawned_at=time.monotonic())
+        now = time.monotonic()
+        worker = _Worker(process=process, conn=parent_end, progress=progress, spawned_at=now, last_activity=now)
         for fd in (parent_end.fileno(), process.sentinel):
             self._poller.register(fd, select.POLLIN)
             self._by_fd[fd] = worker
@@ -686,17 +736,17 @@ class ProbePool:
                 best = w
         return best
 
-    def _send(self, w: _Worker, request: _Request) -> None:
-        """Hand a request to a worker; on a dead pipe it goes back to the backlog."""
+    def _send(self, w: _Worker, requests: list[_Request]) -> None:
+        """Hand requests (already at the end of the worker's queue) over; on a dead pipe they go back."""
         try:
-            w.conn.send((request.rid, request.target))
+            w.conn.send([(r.rid, r.target) for r in requests])
         except OSError:
             w.broken = True
-            self._backlog.appendleft(request)
+            for _ in requests:
+                w.queue.pop()
+            self._backlog.extendleft(reversed(requests))
             return
-        if not w.queue:
-            w.head_since = time.monotonic()
-        w.queue.append(request)
+        w.last_activity = time.monotonic()
 
     def _pump(self) -> list[tuple[_Request, ProbeResult]]:
         """Wait for answers, deaths or the next deadline; return the answered requests."""
@@ -734,10 +784,11 @@ class ProbePool:
         return done
 
     def _deadline(self, w: _Worker) -> float:
-        """When the worker's current request (or its start-up) overruns."""
+        """When the worker's current file (or its start-up) overruns."""
         if not w.ready:
             return w.spawned_at + max(_STARTUP_TIMEOUT_S, self.timeout_s)
-        return w.head_since + self.timeout_s
+        rid, started = w.current()
+        return (started if rid else w.last_activity) + self.timeout_s
 
     def _receive(self, w: _Worker, done: list[tuple[_Request, ProbeResult]]) -> bool:
         """Read one message from a worker; False when its pipe is closed (the worker is gone)."""
@@ -745,21 +796,25 @@ class ProbePool:
             message = w.conn.recv()
         except (EOFError, OSError):
             return False
-        w.head_since = time.monotonic()
-        if message[0] == "ready":
+        w.last_activity = time.monotonic()
+        if message == _READY:
             w.ready = True
             return True
-        request_id, result = message
-        request = w.queue.popleft()
-        if request.rid != request_id:  # pragma: no cover - the protocol is strictly in order
-            raise AmphigoryError(f"probe worker answered {request_id} instead of {request.rid}")
+        for request_id, result in message:
+            request = w.queue.popleft()
+            if request.rid != request_id:  # pragma: no cover - the protocol is strictly in order
+                raise AmphigoryError(f"probe worker answered {request_id} instead of {request.rid}")
+            if not request.orphan:
+                done.append((request, result))
         self._startup_failures = 0
-        if not request.orphan:
-            done.append((request, result))
         return True
 
     def _replace(self, w: _Worker, done: list[tuple[_Request, ProbeResult]], timed_out: str | None) -> None:
-        """Kill and reap a dead or overrunning worker, blame its current file, requeue the rest, start another."""
+        """Kill and reap a dead or overrunning worker, blame the file it was on, requeue the rest, start another.
+
+        Files it finished but had not reported yet are probed again: cheaper than trusting a dying process.
+        """
+        rid, _started = w.current()
         _kill(w)
         w.process.join(_CLOSE_GRACE_S)
         exitcode = w.process.exitcode
@@ -769,20 +824,17 @@ class ProbePool:
         w.conn.close()
         self._workers.remove(w)
         retry = list(w.queue)
-        if not w.ready:
-            # It died (or stalled) before taking any work: no file to blame; many of those in a row is fatal.
+        culprit = next((r for r in retry if rid and r.rid == rid), None) if w.ready else None
+        if culprit is None:
+            # It died (or stalled) outside any file: nothing to blame; many of those in a row is fatal.
             self._startup_failures += 1
-        elif retry:
-            head = retry.pop(0)
+        else:
+            retry.remove(culprit)
             reason = timed_out or f"probe crashed ({_describe_exit(exitcode)})"
-            if not head.orphan:
-                done.append((head, ProbeResult(error=reason)))
-        for request in reversed(retry):
-            if not request.orphan:
-                self._backlog.appendleft(request)
+            if not culprit.orphan:
+                done.append((culprit, ProbeResult(error=reason)))
+        self._backlog.extendleft(reversed([r for r in retry if not r.orphan]))
         if self._startup_failures >= _MAX_STARTUP_FAILURES:
-            raise AmphigoryError(
-                f"probe workers keep dying on start-up ({_describe_exit(exitcode)}); cannot probe files"
-            )
+            raise AmphigoryError(f"probe workers keep dying outside any file ({_describe_exit(exitcode)})")
         self.restarts += 1
         self._workers.append(self._spawn())

@@ -301,6 +301,16 @@ def test_pool_pulls_paths_lazily(media: Path) -> None:
         ]
 
 
+def test_one_stream_at_a_time(media: Path) -> None:
+    with ProbePool(1, timeout_s=30) as pool:
+        first = pool.probe_many([str(media / "hevc.mkv"), str(media / "dvd.mpg")])
+        next(first)
+        with pytest.raises(AmphigoryError, match="already streaming"):
+            pool.probe(str(media / "legacy.avi"))
+        assert [r.video_codec for _, r in first] == ["mpeg2video"]
+        assert pool.probe(str(media / "legacy.avi")).video_codec == "mpeg4"
+
+
 def test_a_crashing_file_kills_only_its_worker(media: Path, tmp_path: Path, faults: None) -> None:
     bad = tmp_path / f"movie {CRASH_MARKER}.mkv"
     shutil.copy(media / "hevc.mkv", bad)
