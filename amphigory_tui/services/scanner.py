@@ -568,7 +568,7 @@ class _ScanRun:
         candidates = [(path, k) for path, k in known.items() if not k.missing]
         if not candidates:
             return
-        if self.seen_in_root == 0 and not resumed:
+        if self.seen_in_root == 0 and (not resumed or _is_empty_dir(self.root)):
             self._on_walk_error(
                 self.root,
                 f"library root {self.root} has no media files but the database knows {len(candidates):,}: "
@@ -698,6 +698,15 @@ class _ScanRun:
                 resumed=self.checkpoint is not None,
             )
         )
+
+
+def _is_empty_dir(path: str) -> bool:
+    """Whether a folder lists nothing (or cannot be listed): what an unmounted share's mount point looks like."""
+    try:
+        with os.scandir(path) as it:
+            return next(it, None) is None
+    except OSError:
+        return True
 
 
 def asdict_counts(c: _Counts) -> dict[str, int]:

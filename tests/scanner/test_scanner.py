@@ -138,6 +138,25 @@ def test_unmounted_root_marks_nothing_missing(library: Path, store: Store, count
     assert not any(m.missing for m in rows(store).values())
 
 
+def test_root_unmounted_while_a_scan_was_interrupted_marks_nothing_missing(
+    library: Path, store: Store, pool: ProbePool
+) -> None:
+    """The resumed scan lstat-checks the files before its checkpoint, but not when the root is now empty."""
+    settings = settings_with(scanner__batch_size=1)
+    Scanner(store, settings, prober=CountingProber(pool)).scan([str(library)])
+    for i in range(6):
+        shutil.copy(library / HOSTILE, library / f"Collection/new{i}.mkv")
+    cancel = threading.Event()
+    stopper = CountingProber(pool, after_each=lambda n: cancel.set())
+    assert Scanner(store, settings, prober=stopper).scan([str(library)], cancel=cancel).canceled
+    for child in library.iterdir():
+        shutil.rmtree(child)
+    summary = Scanner(store, settings, prober=CountingProber(pool)).scan([str(library)])
+    assert summary.resumed_from is not None
+    assert summary.missing == 0 and summary.walk_errors == 1
+    assert not any(m.missing for m in rows(store).values())
+
+
 def test_reevaluate_applies_new_rules_without_probing(library: Path, store: Store, counting: CountingProber) -> None:
     """--reevaluate re-runs the rules over stored probes: new reasons, no probe."""
     Scanner(store, settings_with(), prober=counting).scan([str(library)])
