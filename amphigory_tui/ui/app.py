@@ -363,8 +363,11 @@ class AmphigoryApp(App[None]):
         self.push_screen(
             ConfirmModal(
                 "Quit amphigory?",
-                f"{running} job{'s are' if running != 1 else ' is'} running in this process. Quitting pauses "
-                "them; they resume where they were at the next start.",
+                f"{running} jobs are running in this process. Quitting pauses them; they resume where they "
+                "were at the next start."
+                if running != 1
+                else "1 job is running in this process. Quitting pauses it; it resumes where it was at the next "
+                "start.",
                 yes="Quit",
                 no="Stay",
             ),
