@@ -19,6 +19,7 @@ from amphigory_tui.services.probe import (
     FAULTS_ENV,
     HANG_MARKER,
     ProbePool,
+    container_truncation,
     probe_file,
 )
 from amphigory_tui.services.rules import decide, estimate_savings_pct, priority
@@ -203,6 +204,12 @@ def test_streamed_matroska_is_checked_against_its_last_timestamp(media: Path) ->
 def test_intact_files_are_not_called_truncated(media: Path) -> None:
     for name in ("h264_1080.mkv", "dvd.mpg", "hevc.mkv", "legacy.avi", "scope.mkv", "clip.mp4", "long.mkv"):
         assert probe_file(str(media / name)).error is None, name
+        assert container_truncation(str(media / name)) is None, name
+
+
+def test_structure_check_alone_agrees_with_the_probe(media: Path) -> None:
+    for name in ("truncated.mkv", "truncated.mp4", "truncated.avi", "streamed_truncated.mkv"):
+        assert container_truncation(str(media / name)) == probe_file(str(media / name)).error, name
 
 
 # ------------------------------------------------------------------------------------------------ decisions
