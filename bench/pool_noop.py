@@ -151,7 +151,9 @@ def main() -> None:
             if what in pool.timings
         )
         print(f"  {workers} worker(s): {parts}; {events / count:.1f} events/job")
-    print("  claim = a claim that found the queue empty or started a loop; complete = complete + next claim, one commit")
+    print(
+        "  claim = a claim that found the queue empty or started a loop; complete = complete + next claim, one commit"
+    )
 
 
 if __name__ == "__main__":

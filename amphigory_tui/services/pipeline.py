@@ -310,7 +310,7 @@ class TranscodePipeline:
         local_input = await self._download(ctx, source, st, lease)
 
         # ---- transcode
-        source_probe = await self._probe(local_input)
+        source_probe = await self._source_probe(job, st, local_input)
         if source_probe.error is not None:
             raise JobError(f"cannot decode {source}: {source_probe.error}", permanent=True)
         preset = job.preset or pick_preset(source_probe.width, source_probe.height, tc)
@@ -459,6 +459,20 @@ class TranscodePipeline:
             raise JobError(f"the source {source} changed while it was being copied (is it still being written?)")
         ctx.log(f"copied {_size_text(st.st_size)} into the work dir", event_type="download")
         return local
+
+    async def _source_probe(self, job: Job, st: os.stat_result, local_input: Path) -> ProbeResult:
+        """The scan's probe of the source when the file is unchanged since (no second probe), else ffprobe."""
+        if job.media_file_id is not None:
+            media = await anyio.to_thread.run_sync(self.store.media.get, job.media_file_id)
+            if (
+                media is not None
+                and (media.size_bytes, media.mtime_ns) == (st.st_size, st.st_mtime_ns)
+                and media.probe.ok
+                and media.probe.video_codec is not None
+                and media.probe.duration_s
+            ):
+                return media.probe
+        return await self._probe(local_input)
 
     async def _probe(self, path: Path | str) -> ProbeResult:
         try:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     Float,
+    Integer,
     Table,
     Text,
     and_,
@@ -47,12 +48,11 @@ from amphigory_tui.domain.jobs import (
 )
 from amphigory_tui.store.convert import attempt_from_row, job_from_row
 from amphigory_tui.store.engine import Engines
-from amphigory_tui.store.orm import JobAttemptRow, JobRow, MediaFileRow, WorkerRow
+from amphigory_tui.store.orm import JobAttemptRow, JobRow, MediaFileRow
 
 J = cast(Table, JobRow.__table__)
 A = cast(Table, JobAttemptRow.__table__)
 M = cast(Table, MediaFileRow.__table__)
-W = cast(Table, WorkerRow.__table__)
 
 RUNNING = JobStatus.RUNNING.value
 T = TypeVar("T")
@@ -134,6 +134,24 @@ ON CONFLICT (job_id, attempt) DO UPDATE SET worker_id = excluded.worker_id, ende
 
 # How strong a user's request to a running job's owner is: a weaker one never replaces a stronger one.
 _REQUEST_RANK = {"pause": 1, "cancel": 2, "kill": 3}
+
+# heartbeat_many's statements, built once (it runs every second while jobs run).
+_BEAT_JOB = text(
+    "UPDATE transcode_jobs SET last_heartbeat = :now, updated_at = :now "
+    "WHERE id = :id AND status = 'running' AND worker_id = :worker"
+)
+_BEAT_JOB_PROGRESS = text(
+    "UPDATE transcode_jobs SET last_heartbeat = :now, updated_at = :now, progress_percent = :pct, fps = :fps, "
+    "avg_fps = :avg, eta_s = :eta WHERE id = :id AND status = 'running' AND worker_id = :worker"
+).bindparams(
+    bindparam("pct", type_=Float()),
+    bindparam("fps", type_=Float()),
+    bindparam("avg", type_=Float()),
+    bindparam("eta", type_=Float()),
+)
+_BEAT_WORKER = text(
+    "UPDATE workers SET state = :state, current_job_id = :job, last_seen = :now WHERE id = :id"
+).bindparams(bindparam("job", type_=Integer()))
 
 # complete_and_claim's statements (the same values as ``complete``), built once: the pool's per-job hot path.
 _COMPLETE_FAST = text(
@@ -479,20 +497,16 @@ class JobStore:
         lost: set[int] = set()
         with self._db.write() as conn:
             for job_id, worker_id, progress in beats:
-                values: dict[str, Any] = {"last_heartbeat": now, "updated_at": now}
-                if progress is not None:
-                    values.update(
-                        progress_percent=progress.percent,
-                        fps=progress.fps,
-                        avg_fps=progress.avg_fps,
-                        eta_s=progress.eta_s,
-                    )
-                if not conn.execute(_owned(update(J), job_id, worker_id).values(values)).rowcount:
+                params: dict[str, Any] = {"id": job_id, "worker": worker_id, "now": now}
+                if progress is None:
+                    result = conn.execute(_BEAT_JOB, params)
+                else:
+                    params.update(pct=progress.percent, fps=progress.fps, avg=progress.avg_fps, eta=progress.eta_s)
+                    result = conn.execute(_BEAT_JOB_PROGRESS, params)
+                if not result.rowcount:
                     lost.add(job_id)
             for worker_id, state, current in workers:
-                conn.execute(
-                    update(W).where(W.c.id == worker_id).values(state=state, current_job_id=current, last_seen=now)
-                )
+                conn.execute(_BEAT_WORKER, {"id": worker_id, "state": state, "job": current, "now": now})
         return lost
 
     def complete_and_claim(
