@@ -150,9 +150,12 @@ def main() -> None:
             for what in ("claim", "complete", "run", "finish", "logs", "heartbeat", "controls")
             if what in pool.timings
         )
-        print(f"  {workers} worker(s): {parts}; {events / count:.1f} events/job")
+        batches = pool.counts.get("complete", 0)
+        per_commit = count / batches if batches else 0.0
+        print(f"  {workers} worker(s): {parts}; {per_commit:.2f} jobs per commit; {events / count:.1f} events/job")
     print(
-        "  claim = a claim that found the queue empty or started a loop; complete = complete + next claim, one commit"
+        "  claim = a claim that found the queue empty or started a loop; complete = the workers' completions and"
+        " next claims, grouped in one commit"
     )
 
 

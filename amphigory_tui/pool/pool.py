@@ -25,7 +25,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 import anyio
 from anyio.abc import TaskGroup
@@ -45,6 +45,7 @@ from amphigory_tui.services.recovery import run_periodic_checks, summarize
 from amphigory_tui.services.runtime import Services
 from amphigory_tui.services.signals import SIGNAL_RACE_S, await_stop, outside_stop_exit
 from amphigory_tui.store import Store
+from amphigory_tui.store.jobs import Completion
 
 __all__ = ["WorkerPool", "WorkerSnapshot"]
 
@@ -195,6 +196,21 @@ class _JobRun:
             self.critical_depth -= 1
 
 
+_UNSET: Any = object()
+
+
+class _PendingCompletion:
+    """A worker's completion waiting for the group commit."""
+
+    __slots__ = ("item", "lead", "result", "wake")
+
+    def __init__(self, item: Completion) -> None:
+        self.item = item
+        self.wake = anyio.Event()
+        self.lead = False
+        self.result: Any = _UNSET
+
+
 class _UnsupportedRunner:
     """Fails jobs of a kind this worker cannot run, with a clear reason."""
 
@@ -262,6 +278,8 @@ class WorkerPool:
         self._finished: anyio.Event | None = None
         self._bg_send: MemoryObjectSendStream[Callable[[], object]] | None = None
         self._log_buffer: list[tuple[LogRecord, str, dict[str, Any] | None]] = []
+        self._completions: list[_PendingCompletion] = []
+        self._flushing = False
         self._min_level = _LEVELS.get(settings.logging.level, 20)
         self.timings: dict[str, float] = {}
         """Seconds spent per kind of work (claim, complete, run, finish, heartbeat, logs…), for benchmarks."""
@@ -745,10 +763,8 @@ class WorkerPool:
             self.log(
                 f"{run.stop_reason} came after the new file was placed: the job completes", level="info", job_id=job.id
             )
-        nxt = await self._timed(
-            "complete",
-            partial(
-                self.store.jobs.complete_and_claim,
+        nxt = await self._complete_grouped(
+            Completion(
                 job.id,
                 wid,
                 claim_next=self._may_claim(worker),
@@ -757,13 +773,46 @@ class WorkerPool:
                 duration_s=result.duration_s,
                 encode_time_s=result.encode_time_s,
                 avg_fps=result.avg_fps,
-            ),
+            )
         )
         summary = _summary(result)
         self.emit(JobChanged(job.id, JobStatus.COMPLETED, run.stage, summary))
         self.log(f"completed{': ' + summary if summary else ''}", job_id=job.id, event_type="completed")
         await runner.finalize(run, result)
         return nxt
+
+    async def _complete_grouped(self, item: Completion) -> Job | None:
+        """``complete_and_claim`` with group commit: completions that arrive while one is being written are
+        written together in the next transaction (one fsync for all of them), by the first of their workers."""
+        pending = _PendingCompletion(item)
+        self._completions.append(pending)
+        if self._flushing:
+            await pending.wake.wait()  # the result is in, or this worker was made the next flusher
+        else:
+            self._flushing = True
+            pending.lead = True
+        if pending.lead and pending.result is _UNSET:
+            batch, self._completions = self._completions, []
+            try:
+                results: list[Any] = list(
+                    await self._timed(
+                        "complete", partial(self.store.jobs.complete_and_claim_many, [p.item for p in batch])
+                    )
+                )
+            except BaseException as exc:
+                results = [exc] * len(batch)
+            for waiting, outcome in zip(batch, results, strict=True):
+                waiting.result = outcome
+                waiting.wake.set()
+            if self._completions:
+                successor = self._completions[0]
+                successor.lead = True
+                successor.wake.set()
+            else:
+                self._flushing = False
+        if isinstance(pending.result, BaseException):
+            raise pending.result
+        return cast(Job | None, pending.result)
 
     async def _record_failure(self, run: _JobRun, error: JobError) -> None:
         job, wid = run.job, run.worker_id

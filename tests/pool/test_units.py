@@ -107,5 +107,6 @@ async def test_unsupported_kind_fails_permanently_and_noop_jobs_complete(env: En
     pool = WorkerPool(store, settings, sink, runner=NoopRunner(), drain=True)
     await run_drain(pool)
     assert all(store.jobs.get(i).status is JobStatus.COMPLETED for i in ids)
-    # complete and the next claim share one transaction: about one claim call per worker, not one per job.
-    assert pool.counts["complete"] == 50 and pool.counts["claim"] <= 2 * 2 + 2
+    # complete and the next claim share one transaction (grouped across workers: at most one per job), so the
+    # separate claim calls are about one per worker, not one per job.
+    assert 25 <= pool.counts["complete"] <= 50 and pool.counts["claim"] <= 2 * 2 + 2
