@@ -7,11 +7,19 @@ import threading
 
 import pytest
 
+from amphigory_tui.domain.errors import JobError
 from amphigory_tui.domain.events import JobChanged, JobProgress, LogRecord, WorkerBeat
 from amphigory_tui.domain.jobs import JobKind, JobStatus, Stage
 from amphigory_tui.domain.media import AudioStream, ProbeResult
 from amphigory_tui.pool import FanoutSink, ListSink, LoggingSink, WorkerPool
-from amphigory_tui.services.pipeline import NoopRunner, job_dir, lease_dir, validation_problem
+from amphigory_tui.services.pipeline import (
+    JobResult,
+    NoopRunner,
+    StageContext,
+    job_dir,
+    lease_dir,
+    validation_problem,
+)
 from tests.pool.conftest import Env, run_drain
 
 SOURCE = ProbeResult(
@@ -110,3 +118,48 @@ async def test_unsupported_kind_fails_permanently_and_noop_jobs_complete(env: En
     # complete and the next claim share one transaction (grouped across workers: at most one per job), so the
     # separate claim calls are about one per worker, not one per job.
     assert 25 <= pool.counts["complete"] <= 50 and pool.counts["claim"] <= 2 * 2 + 2
+
+
+class FailOnceRunner:
+    """Fails a job's first attempt (transient), then succeeds."""
+
+    async def run(self, ctx: StageContext) -> JobResult:
+        """Fail attempt 1."""
+        if ctx.job.attempts == 1:
+            raise JobError(f"simulated transient failure of job {ctx.job.id}")
+        return JobResult()
+
+    async def finalize(self, ctx: StageContext, result: JobResult) -> None:
+        """Nothing."""
+
+    async def cleanup(self, ctx: StageContext) -> None:
+        """Nothing."""
+
+
+@pytest.mark.anyio
+async def test_drain_waits_for_a_retry_delay(env: Env, sink: ListSink) -> None:
+    """A job waiting 1 s for its retry is still work: drain mode waits for it instead of exiting."""
+    settings = env.settings(jobs={"retry_delay_s": 1}, workers={"poll_interval_s": 0.2})
+    store = env.store(settings)
+    job = store.jobs.create("/lib/retry.mkv")
+    pool = WorkerPool(store, settings, sink, runner=FailOnceRunner(), drain=True)
+    await run_drain(pool, timeout=20)
+    done = store.jobs.get(job.id)
+    assert done.status is JobStatus.COMPLETED and done.attempts == 2
+    assert [a.outcome for a in store.jobs.attempts(job.id)] == ["retry", "completed"]
+    messages = [r.message for _i, r in store.log.tail(job_id=job.id)]
+    assert any(m.startswith("attempt 1/3 failed, retry in 1 s: simulated transient failure") for m in messages)
+
+
+@pytest.mark.anyio
+async def test_missing_input_is_one_clear_message(env: Env, sink: ListSink) -> None:
+    """A queued file that no longer exists: 'the input file … does not exist', retried, then failed."""
+    settings = env.settings(jobs={"max_retries": 2})
+    store = env.store(settings)
+    gone = env.lib / "gone.mkv"
+    job = store.jobs.create(str(gone))
+    await run_drain(WorkerPool(store, settings, sink, drain=True))
+    done = store.jobs.get(job.id)
+    assert done.status is JobStatus.FAILED and done.attempts == 2
+    assert done.error_message == f"the input file {gone} does not exist"
+    assert not env.work.exists() or list(env.work.iterdir()) == []
