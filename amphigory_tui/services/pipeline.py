@@ -558,13 +558,8 @@ class TranscodePipeline:
                 raise JobError(f"cannot place the new file for {source} ({_os_reason(exc)})") from None
 
     async def _record_new_file(self, media_id: int, path: str) -> None:
-        probe = await self._probe(path)
-        st = os.stat(path)
-        codec = probe.video_codec or "?"
-        decision = Decision(should_transcode=False, reason=f"transcoded to {codec}")
-        await anyio.to_thread.run_sync(
-            partial(self.store.media.record_transcoded, media_id, path, st.st_size, st.st_mtime_ns, probe, decision)
-        )
+        # The library row gets what the scanner would record (PyAV, as the scan does; our own fresh output).
+        await anyio.to_thread.run_sync(_record_new_file_sync, self.store, media_id, path)
 
     # ------------------------------------------------------------------ helpers
     @staticmethod
