@@ -10,11 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import replace
+from pathlib import Path
 from typing import Any, ClassVar
 
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
+from textual.lazy import Lazy
+from textual.widget import Widget
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
 
@@ -35,6 +38,7 @@ from amphigory_tui.ui.messages import (
     StartupDone,
     WorkerBeaten,
 )
+from amphigory_tui.ui.poller import Poller
 from amphigory_tui.ui.ports import PoolPort, ScanRunner
 from amphigory_tui.ui.tabs.log import LogPane
 from amphigory_tui.ui.tabs.queue import QueuePane
@@ -46,8 +50,6 @@ from amphigory_tui.ui.widgets.confirm import ConfirmModal
 log = logging.getLogger(__name__)
 
 TABS = ("scan", "queue", "workers", "log")
-POLL_OVERLAP_S = 2.0
-"""Each poll re-reads this much of the past: writers' clocks and commit order are not perfectly in step."""
 FULL_RELOAD_S = 60.0
 """A full reload of the Queue tab this often, in case another machine's clock hid a change from the poll."""
 SHUTDOWN_WAIT_S = 30.0
@@ -56,7 +58,8 @@ SHUTDOWN_WAIT_S = 30.0
 class AmphigoryApp(App[None]):
     """amphigory's terminal UI."""
 
-    CSS_PATH = "app.tcss"
+    # Absolute, as Posting does: a relative CSS_PATH is resolved next to a subclass's module, not this one.
+    CSS_PATH = Path(__file__).parent / "app.tcss"
     TITLE = "amphigory"
     COMMANDS: ClassVar[set[Any]] = App.COMMANDS | {AmphigoryCommands}
     ENABLE_COMMAND_PALETTE = True
@@ -106,9 +109,7 @@ class AmphigoryApp(App[None]):
         self._startup = startup
         self._background = background
         self._poll_enabled = poll
-        self._poll_since = self.ctx.clock.now() - POLL_OVERLAP_S
-        self._log_after = 0
-        self._polling = False
+        self._poller: Poller | None = None
         self._log_handler = UiLogHandler(self.sink) if install_log_handler else None
         self._pool_worker: Worker[None] | None = None
         self.started = startup is None
@@ -132,35 +133,40 @@ class AmphigoryApp(App[None]):
         """Header, the four tabs, the footer."""
         yield Header()
         with TabbedContent(initial="queue", id="tabs"):
+            # The hidden tabs are mounted right after the first frame (Lazy): the first paint waits only for Queue.
             with TabPane("1 Scan", id="scan"):
-                yield self.scan_pane
+                yield Lazy(self.scan_pane)
             with TabPane("2 Queue", id="queue"):
                 yield self.queue_pane
             with TabPane("3 Workers", id="workers"):
-                yield self.workers_pane
+                yield Lazy(self.workers_pane)
             with TabPane("4 Log", id="log"):
-                yield self.log_pane
+                yield Lazy(self.log_pane)
         yield Footer(compact=True)
 
+    def on_ready(self) -> None:
+        """The first frame is on screen: now load data, poll, run startup and the pool (all in workers)."""
+        self.queue_pane.activate()
+        if self._poll_enabled:
+            # The first poll right away: the Workers and Log tabs have something to show at once.
+            self._poller = Poller(self.ctx.queries, self.ctx.clock, self.post_message, self.settings.ui.poll_interval_s)
+            self._poller.start()
+            self.set_interval(FULL_RELOAD_S, self.reload_all)
+        self.set_interval(1.0, self._tick)
+        if self._startup is not None:
+            self._run_startup(self._startup)
+        else:
+            self._begin()
+
     def on_mount(self) -> None:
-        """Keymap, log handler, polling, the pool; focus the Queue table."""
+        """Keymap, log handler; focus the Queue table."""
         if self.settings.ui.keymap:
             self.set_keymap(dict(self.settings.ui.keymap))
         if self._log_handler is not None:
             logging.getLogger("amphigory_tui").addHandler(self._log_handler)
         self.queue_pane.table.focus()
-        if self._poll_enabled:
-            # The first poll right away: the Workers and Log tabs have something to show at once.
-            self.call_later(self._poll)
-            self._poll_timer = self.set_interval(self.settings.ui.poll_interval_s, self._poll)
-            self.set_interval(FULL_RELOAD_S, self.reload_all)
-        self.set_interval(1.0, self._tick)
         if self.notice:
             self.notify(self.notice, title="Startup", timeout=10)
-        if self._startup is not None:
-            self._run_startup(self._startup)
-        else:
-            self._begin()
 
     @work(thread=True, group="startup", exit_on_error=False)
     def _run_startup(self, startup: Callable[[], str | None]) -> None:
@@ -188,7 +194,9 @@ class AmphigoryApp(App[None]):
         await pool.run()
 
     def on_unmount(self) -> None:
-        """Detach the log handler (tests run many apps in one process)."""
+        """Stop polling; detach the log handler (tests run many apps in one process)."""
+        if self._poller is not None:
+            self._poller.stop()
         if self._log_handler is not None:
             logging.getLogger("amphigory_tui").removeHandler(self._log_handler)
 
@@ -203,44 +211,42 @@ class AmphigoryApp(App[None]):
         self._focus_tab(event.pane.id or "")
 
     def _focus_tab(self, tab: str) -> None:
+        if self._poller is not None:
+            self._poller.want_workers = tab == "workers"
+            if tab == "workers":
+                self._poller.poke()
+        targets: dict[str, Widget] = {
+            "scan": self.scan_pane.table,
+            "queue": self.queue_pane.table,
+            "workers": self.workers_pane.table,
+            "log": self.log_pane.view,
+        }
+        target = targets.get(tab)
+        if target is None:
+            return
+        if not target.is_mounted:
+            # The hidden tabs are mounted lazily, just after the first frame: try again after the next one.
+            self.call_after_refresh(self._focus_tab, tab)
+            return
         if tab == "scan":
             self.scan_pane.activate()
-            self.scan_pane.table.focus()
         elif tab == "queue":
-            self.queue_pane.table.focus()
-        elif tab == "workers":
-            self.workers_pane.table.focus()
-        elif tab == "log":
-            self.log_pane.view.focus()
+            self.queue_pane.activate()
+        target.focus()
 
     # ------------------------------------------------------------------ polling
     def _poll(self) -> None:
-        if self._polling:
-            return
-        self._polling = True
-        self._poll_db(self._poll_since, self._log_after)
-
-    @work(thread=True, group="poll", exit_on_error=False)
-    def _poll_db(self, since: float, log_after: int) -> None:
-        queries = self.ctx.queries
-        polled_at = self.ctx.clock.now()
-        changed = queries.jobs_changed_since(since)
-        workers = queries.workers()
-        busy = sorted({w.current_job_id for w in workers if w.current_job_id})
-        worker_jobs = {job.id: job for job in queries.jobs_by_ids(busy)} if busy else {}
-        log_rows = queries.log_tail(after_id=log_after, limit=500)
-        truncated = len(changed) >= 1000
-        self.post_message(Polled(changed, workers, worker_jobs, log_rows, polled_at, truncated))
+        """Poll now (after an action, ctrl+r, a pool event)."""
+        if self._poller is not None:
+            self._poller.poke()
 
     @on(Polled)
     def _polled(self, message: Polled) -> None:
-        self._polling = False
-        self._poll_since = message.polled_at - POLL_OVERLAP_S
         if message.log:
-            self._log_after = message.log[-1][0]
             self.log_pane.add_db(message.log)
         self.queue_pane.apply_changes(message.changed, truncated=message.truncated)
-        self.workers_pane.apply_poll(message.workers, message.worker_jobs)
+        if message.workers is not None:
+            self.workers_pane.apply_poll(message.workers, message.worker_jobs)
 
     def _tick(self) -> None:
         self.workers_pane.tick()
@@ -294,8 +300,6 @@ class AmphigoryApp(App[None]):
         if event.state is not WorkerState.ERROR:
             return
         worker = event.worker
-        if worker.group == "poll":
-            self._polling = False
         error = worker.error
         if isinstance(error, AmphigoryError):
             text = str(error)
@@ -336,9 +340,8 @@ class AmphigoryApp(App[None]):
             self.theme = theme_name(new.ui.dark)
         if new.ui.keymap != old.ui.keymap:
             self.set_keymap(dict(new.ui.keymap))
-        if new.ui.poll_interval_s != old.ui.poll_interval_s and self._poll_enabled:
-            self._poll_timer.stop()
-            self._poll_timer = self.set_interval(new.ui.poll_interval_s, self._poll)
+        if self._poller is not None:
+            self._poller.interval_s = new.ui.poll_interval_s
         if new.logging.level != old.logging.level:
             logging.getLogger("amphigory_tui").setLevel(new.logging.level.upper())
         self.workers_pane.refresh()
@@ -366,8 +369,7 @@ class AmphigoryApp(App[None]):
                 f"{running} jobs are running in this process. Quitting pauses them; they resume where they "
                 "were at the next start."
                 if running != 1
-                else "1 job is running in this process. Quitting pauses it; it resumes where it was at the next "
-                "start.",
+                else "1 job is running in this process. Quitting pauses it; it resumes where it was at the next start.",
                 yes="Quit",
                 no="Stay",
             ),

@@ -81,7 +81,8 @@ class Polled(Message):
     """One poll of the database: jobs changed since the last one, the worker registry, new log lines."""
 
     changed: list[Job]
-    workers: list[WorkerInfo]
+    workers: list[WorkerInfo] | None
+    """None when the registry was not read this round."""
     worker_jobs: dict[int, Job]
     log: list[tuple[int, LogRecord]]
     polled_at: float
@@ -96,6 +97,8 @@ class QueueLoaded(Message):
     ids: Sequence[int]
     counts: dict[JobStatus, int]
     stats: QueueStats
+    jobs: list[Job] = field(default_factory=list)
+    """Fresh copies of the jobs around the cursor."""
 
 
 @dataclass

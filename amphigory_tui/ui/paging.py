@@ -25,6 +25,7 @@ class PagedRows(Generic[T]):
         self.max_cached = max_cached
         self.generation = 0
         """Bumped whenever the id list is replaced, so late results of an older list are recognised."""
+        self._positions: dict[int, int] | None = None
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -38,6 +39,7 @@ class PagedRows(Generic[T]):
         """Replace the id list (a new filter or a structural change); cached items stay valid by id."""
         self._ids = ids if isinstance(ids, array) else array("q", ids)
         self._pending.clear()
+        self._positions = None
         self.generation += 1
 
     def id_at(self, index: int) -> int | None:
@@ -54,11 +56,25 @@ class PagedRows(Generic[T]):
         return self._items.get(item_id)
 
     def index_of(self, item_id: int) -> int | None:
-        """Where ``item_id`` is in the display order."""
+        """Where ``item_id`` is in the display order (a linear search: for one-off lookups)."""
+        if self._positions is not None:
+            return self._positions.get(item_id)
         try:
             return self._ids.index(item_id)
         except ValueError:
             return None
+
+    def position(self, item_id: int) -> int | None:
+        """Where ``item_id`` is, from a map built once per id list (for lookups several times a second)."""
+        if self._positions is None:
+            self._positions = {item_id: n for n, item_id in enumerate(self._ids)}
+        return self._positions.get(item_id)
+
+    def missing_any(self, start: int, stop: int) -> bool:
+        """Whether any id in ``[start, stop)`` is neither loaded nor being loaded."""
+        start, stop = max(start, 0), min(stop, len(self._ids))
+        items, pending = self._items, self._pending
+        return any(i not in items and i not in pending for i in self._ids[start:stop])
 
     def missing(self, start: int, stop: int) -> list[int]:
         """Ids in ``[start, stop)`` that are neither loaded nor being loaded; marks them as being loaded."""

@@ -73,9 +73,12 @@ class Tmux:
 
     def alive(self) -> bool:
         """Whether the session still exists."""
-        return subprocess.run(
-            [TMUX, "-L", self.socket, "has-session", "-t", "amph"], env=self.env, capture_output=True, check=False
-        ).returncode == 0
+        return (
+            subprocess.run(
+                [TMUX, "-L", self.socket, "has-session", "-t", "amph"], env=self.env, capture_output=True, check=False
+            ).returncode
+            == 0
+        )
 
     def kill(self) -> None:
         """Stop the server (and the app, if it still runs)."""
@@ -99,13 +102,13 @@ def tmux(tmp_path: Path, library: Path) -> Iterator[Tmux]:
     config.write_text(
         f"""
 [database]
-url = "sqlite:///{tmp_path / 'amphigory.db'}"
+url = "sqlite:///{tmp_path / "amphigory.db"}"
 
 [library]
 roots = ["{library}"]
 
 [paths]
-work_dir = "{tmp_path / 'work'}"
+work_dir = "{tmp_path / "work"}"
 
 [workers]
 count = 1

@@ -227,7 +227,7 @@ class SettingsScreen(Screen[None]):
         self.query_one("#settings-title", Static).update(f"Settings · {where}")
         self.set_class(bool(self.changed), "-modified")
         self._render_help()
-        self.table.refresh()
+        self.table.invalidate()
 
     def _render_help(self) -> None:
         row = self.list.item_at(self.table.cursor)

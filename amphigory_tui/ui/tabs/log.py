@@ -71,7 +71,8 @@ class LogPane(Vertical):
             lines.append(LogLine(r.created_at, r.level, r.message, r.job_id, source))
         if lines:
             self.view.add(lines)
-            self._render_status()
+            if self.is_mounted:
+                self._render_status()
 
     def action_level(self) -> None:
         """Cycle the lowest level shown: debug → info → warning → error."""

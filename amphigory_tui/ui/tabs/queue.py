@@ -8,7 +8,7 @@ same job, so a reorder never moves an action onto another row.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import ClassVar
 
 from rich.text import Text
@@ -57,6 +57,16 @@ PATH_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
     "tv": ("TV", ("/tv/", "/tv shows/", "/series/")),
 }
 PATH_ORDER = ("all", "movies", "tv")
+
+
+@dataclass(frozen=True)
+class _Window:
+    """Where the cursor is when a reload starts: the rows around it are loaded with the new list."""
+
+    cursor_id: int | None
+    cursor: int
+    height: int
+
 
 PRIORITY_STEP = 5
 KNOWN_LIMIT = 50_000
@@ -142,30 +152,50 @@ class QueuePane(Vertical):
         yield self.table
 
     def on_mount(self) -> None:
-        """Load the first page (in a worker: the first paint must not wait for the database)."""
+        """Draw the empty frame; the app asks for the first page right after the first paint (``activate``)."""
         self._render_filters()
-        self.request_structure()
+
+    def activate(self) -> None:
+        """Load the first page, once (the worker thread would compete with the first paint for the GIL)."""
+        if not self.loaded and not self._structure_running:
+            self.request_structure()
 
     # ------------------------------------------------------------------ loading
     def request_structure(self) -> None:
-        """Reload the id list, the counts and the stats line; one load at a time, repeated if asked meanwhile."""
+        """Reload the id list, the counts, the stats line and the rows in view; one load at a time, repeated if
+        asked meanwhile."""
         if self._structure_running:
             self._structure_dirty = True
             return
         self._structure_running = True
         self._structure_gen += 1
         section = SECTION_BY_KEY[self.section]
-        self._load_structure(self._structure_gen, section.statuses, self.search, PATH_FILTERS[self.path_filter][1])
+        window = _Window(self.rows.id_at(self.table.cursor), self.table.cursor, max(self.table.body_height, 10))
+        self._load_structure(
+            self._structure_gen, section.statuses, self.search, PATH_FILTERS[self.path_filter][1], window
+        )
 
     @work(thread=True, group="queue-structure", exit_on_error=False)
     def _load_structure(
-        self, generation: int, statuses: frozenset[JobStatus] | None, search: str, paths: tuple[str, ...]
+        self,
+        generation: int,
+        statuses: frozenset[JobStatus] | None,
+        search: str,
+        paths: tuple[str, ...],
+        window: _Window,
     ) -> None:
         queries = self.ctx.queries
         ids = queries.job_ids(statuses=statuses, search=search, path_contains=paths)
+        # The rows around the cursor come fresh with the list, so what shows is never older than the list.
+        try:
+            at = ids.index(window.cursor_id) if window.cursor_id is not None else window.cursor
+        except ValueError:
+            at = window.cursor
+        start = max(at - 2 * window.height, 0)
+        jobs = queries.jobs_by_ids(ids[start : at + 3 * window.height]) if ids else []
         counts = queries.status_counts()
         stats = queries.queue_stats()
-        self.post_message(QueueLoaded(generation, ids, counts, stats))
+        self.post_message(QueueLoaded(generation, ids, counts, stats, jobs))
 
     @on(QueueLoaded)
     def _structure_loaded(self, message: QueueLoaded) -> None:
@@ -175,6 +205,11 @@ class QueuePane(Vertical):
             table = self.table
             keep = self.rows.id_at(table.cursor)
             self.rows.set_ids(message.ids)
+            # Rows outside the fresh window may be stale: drop them, they load again when shown.
+            self.rows.invalidate()
+            self.rows.put(message.jobs)
+            for job in message.jobs:
+                self._remember(job)
             if keep is not None:
                 index = self.rows.index_of(keep)
                 if index is not None:
@@ -195,8 +230,12 @@ class QueuePane(Vertical):
             self._structure_running = False
 
     def _load_rows(self, start: int, stop: int) -> None:
+        # Load a few screens around the view in one query, and only when the loaded margin runs low, so
+        # scrolling and paging mostly find their rows already there.
         height = max(stop - start, 10)
-        wanted = self.rows.missing(start - height, stop + 2 * height)
+        if not self.rows.missing_any(start - height, stop + height):
+            return
+        wanted = self.rows.missing(start - 2 * height, stop + 4 * height)
         if wanted:
             self._fetch_rows(self.rows.generation, wanted)
 
@@ -213,7 +252,9 @@ class QueuePane(Vertical):
         self.rows.forget_pending(message.requested)
         for job in message.jobs:
             self._remember(job)
-        self.table.refresh()
+        requested = set(message.requested)
+        if any(self.rows.id_at(i) in requested for i in range(start, stop)):
+            self.table.refresh()
 
     def _remember(self, job: Job) -> None:
         if len(self._known) > KNOWN_LIMIT:
@@ -224,22 +265,17 @@ class QueuePane(Vertical):
     def apply_changes(self, changed: list[Job], *, truncated: bool = False) -> None:
         """Jobs changed in the database: patch the rows shown; reload the list if a status changed."""
         structural = truncated
-        touched = False
         for job in changed:
             if self._known.get(job.id) != job.status or job.dismissed:
                 structural = True
             self._remember(job)
-            touched |= self.rows.update(job)
-        if touched:
-            self.table.refresh()
+            if self.rows.update(job):
+                self._refresh_job(job.id)
         if structural:
             self.request_structure()
 
     def apply_progress(self, progress: dict[int, JobProgress]) -> None:
         """Progress from this process's pool: update the rows on screen without touching the database."""
-        from dataclasses import replace
-
-        touched = False
         for job_id, event in progress.items():
             job = self.rows.get(job_id)
             if job is None:
@@ -254,9 +290,12 @@ class QueuePane(Vertical):
                     eta_s=event.eta_s,
                 )
             )
-            touched = True
-        if touched:
-            self.table.refresh()
+            self._refresh_job(job_id)
+
+    def _refresh_job(self, job_id: int) -> None:
+        index = self.rows.position(job_id)
+        if index is not None:
+            self.table.refresh_row(index)
 
     def apply_job_changed(self, event: JobChanged) -> None:
         """A job of this process changed status: the list order and counts change."""

@@ -251,7 +251,9 @@ class ScanPane(Vertical):
     def load_rows(self, start: int, stop: int) -> None:
         """Load the files of the rows around ``[start, stop)``."""
         height = max(stop - start, 10)
-        wanted = self.rows.missing(start - height, stop + 2 * height)
+        if not self.rows.missing_any(start - height, stop + height):
+            return
+        wanted = self.rows.missing(start - 2 * height, stop + 4 * height)
         if wanted:
             self._fetch_rows(self.rows.generation, wanted)
 
@@ -266,7 +268,9 @@ class ScanPane(Vertical):
         margin = max(stop - start, 10) * 3
         self.rows.put(message.files, keep=(start - margin, stop + margin))
         self.rows.forget_pending(message.requested)
-        self.table.refresh()
+        requested = set(message.requested)
+        if any(self.rows.id_at(i) in requested for i in range(start, stop)):
+            self.table.refresh()
 
     # ------------------------------------------------------------------ rendering
     def _render_info(self) -> None:

@@ -125,6 +125,7 @@ class WorkersPane(Vertical):
         self.table: VirtualTable[WorkerRow] = VirtualTable(
             WORKER_COLUMNS, self.list, self._cells, empty_text="No workers", id="workers-table"
         )
+        self._summary = ""
         self._host = socket.gethostname()
         self._pid = os.getpid()
 
@@ -134,8 +135,8 @@ class WorkersPane(Vertical):
         yield self.table
 
     def on_mount(self) -> None:
-        """Show the pool's size before the first poll arrives."""
-        self._render_summary()
+        """Show what arrived before this tab was mounted."""
+        self._rebuild()
 
     # ------------------------------------------------------------------ data
     def apply_poll(self, workers: list[WorkerInfo], jobs: dict[int, Job]) -> None:
@@ -169,6 +170,8 @@ class WorkersPane(Vertical):
         return {snap.worker_id: snap for snap in pool.snapshot()} if pool is not None else {}
 
     def _rebuild(self) -> None:
+        if not self.is_mounted:
+            return  # mounted lazily, after the first frame: on_mount rebuilds from what arrived meanwhile
         keep = self.list.item_at(self.table.cursor)
         local = self._local()
         now = self.ctx.clock.now()
@@ -191,6 +194,11 @@ class WorkersPane(Vertical):
                 rows.append(WorkerRow(info=info, job=_snap_job(snap), local=True))
         # This process's workers first: they are the ones the keys of this tab control.
         rows.sort(key=lambda r: (not r.local, r.info.host, r.info.pid, r.info.started_at, r.info.id))
+        if rows == self.list.rows:
+            # Nothing moved: a relayout twice a second for nothing is most of an idle app's CPU.
+            self.table.invalidate()
+            self._render_summary()
+            return
         self.list.rows = rows
         if keep is not None:
             for n, row in enumerate(rows):
@@ -201,10 +209,12 @@ class WorkersPane(Vertical):
 
     def tick(self) -> None:
         """Heartbeat ages move with the clock, local states change: rebuild from the pool's snapshot."""
+        if not self.is_mounted:
+            return
         if self.ctx.pool is not None:
             self._rebuild()
         else:
-            self.table.refresh()
+            self.table.invalidate()
 
     # ------------------------------------------------------------------ rendering
     def _cells(self, row: WorkerRow, dark: bool) -> Sequence[Cell]:
@@ -250,7 +260,10 @@ class WorkersPane(Vertical):
             state = "paused" if self.paused else "running"
             mine = f"This process: {pool.size} workers ({state}, {local} registered)"
         theirs = f"other processes: {len(others)} workers in {len(processes)} processes on {len(hosts)} hosts"
-        self.query_one("#workers-summary", Static).update(f"{mine} · {theirs}")
+        text = f"{mine} · {theirs}"
+        if text != self._summary:
+            self._summary = text
+            self.query_one("#workers-summary", Static).update(text)
 
     def watch_paused(self, paused: bool) -> None:
         """Paused shows in the summary's colour."""

@@ -69,9 +69,13 @@ class LogView(ScrollView, can_focus=True):
         """Whether the view is at the bottom (new lines scroll it)."""
         return self.scroll_offset.y >= self.max_scroll_y
 
+    def on_mount(self) -> None:
+        """Lines may arrive before the (lazily mounted) view is: show them."""
+        self.watch_min_level()
+
     def add(self, lines: Iterable[LogLine]) -> None:
         """Append lines; keep following if the view was at the bottom."""
-        follow = self.following
+        follow = self.following or not self.is_mounted
         rank = level_rank(self.min_level)
         added = False
         for line in lines:
@@ -81,7 +85,7 @@ class LogView(ScrollView, can_focus=True):
             if level_rank(line.level) >= rank:
                 self._shown.append(line)
             added = True
-        if added:
+        if added and self.is_mounted:
             self._resize()
             if follow:
                 self._to_end()

@@ -25,9 +25,24 @@ from textual.strip import Strip
 T = TypeVar("T")
 T_co = TypeVar("T_co", covariant=True)
 
+ROW_CACHE = 400
+"""Rendered rows kept (a few screens' worth): scrolling back and repaints of unchanged rows cost nothing."""
+
 Piece = tuple[str, Style]
 Cell = str | Piece | list[Piece]
 """One table cell: plain text, text in a style, or several styled pieces (a progress bar and its percentage)."""
+
+
+@dataclass(frozen=True)
+class _Styles:
+    """The table's resolved styles for one theme and focus state."""
+
+    base: Style
+    header: Style
+    cursor: Style
+    placeholder: Style
+    empty: Style
+    dark: bool
 
 
 @dataclass(frozen=True)
@@ -136,12 +151,16 @@ class VirtualTable(ScrollView, Generic[T], can_focus=True):
     ) -> None:
         super().__init__(name=name, id=id, classes=classes)
         self.columns = list(columns)
+        self._column_index = {c.key: i for i, c in enumerate(self.columns)}
         self.source = source
         self._cells = cells
         self.empty_text = empty_text
         self._widths: list[tuple[Column, int]] = []
         self._layout_width = -1
         self._request_scheduled = False
+        self._style_key: tuple[str, bool] | None = None
+        self._style_cache: _Styles | None = None
+        self._rows: dict[int, tuple[object, bool, int, Strip]] = {}
 
     # ------------------------------------------------------------------ geometry
     @property
@@ -156,6 +175,7 @@ class VirtualTable(ScrollView, Generic[T], can_focus=True):
 
     def reload(self) -> None:
         """The source changed (length or order): resize, clamp the cursor, repaint and load what shows."""
+        self._rows.clear()
         count = len(self.source)
         self.virtual_size = Size(self.scrollable_content_region.width or 1, count + 1)
         if self.cursor >= count:
@@ -163,6 +183,11 @@ class VirtualTable(ScrollView, Generic[T], can_focus=True):
         self._scroll_cursor_into_view()
         self.refresh()
         self._schedule_request()
+
+    def invalidate(self) -> None:
+        """The cells depend on more than the items (the clock, settings): render every row again."""
+        self._rows.clear()
+        self.refresh()
 
     def refresh_row(self, index: int) -> None:
         """Repaint one row if it is on screen."""
@@ -268,6 +293,7 @@ class VirtualTable(ScrollView, Generic[T], can_focus=True):
     def on_resize(self, event: events.Resize) -> None:
         """Re-lay the columns out and load the rows that became visible."""
         self._layout_width = -1
+        self._rows.clear()
         self.virtual_size = Size(self.scrollable_content_region.width or 1, len(self.source) + 1)
         self._schedule_request()
 
@@ -287,48 +313,77 @@ class VirtualTable(ScrollView, Generic[T], can_focus=True):
         if stop > start:
             self.source.request(start, stop)
 
+    def notify_style_update(self) -> None:
+        """CSS or theme changed: styles and rendered rows are stale."""
+        super().notify_style_update()
+        self._style_key = None
+        self._rows.clear()
+
+    def _styles(self) -> _Styles:
+        # Resolving a widget's CSS style is the costliest part of a line; do it once per theme and focus state.
+        key = (self.app.theme, self.has_focus)
+        if key != self._style_key or self._style_cache is None:
+            base = self.rich_style
+            self._style_cache = _Styles(
+                base=base,
+                header=base + self.get_component_rich_style("virtual-table--header"),
+                cursor=base + self.get_component_rich_style("virtual-table--cursor"),
+                placeholder=self.get_component_rich_style("virtual-table--placeholder"),
+                empty=base + self.get_component_rich_style("virtual-table--empty"),
+                dark=self.app.current_theme.dark,
+            )
+            self._style_key = key
+            self._rows.clear()
+        return self._style_cache
+
     def render_line(self, y: int) -> Strip:
-        """Line 0 is the header; the others are rows from the scroll position."""
+        """Line 0 is the header; the others are rows from the scroll position (cached until their item changes)."""
         width = self.scrollable_content_region.width
         layout = self._layout(width)
-        base = self.rich_style
+        styles = self._styles()
         if y == 0:
-            style = base + self.get_component_rich_style("virtual-table--header")
-            return self._strip([[(c.label, Style())] for c in self.columns], layout, style, width)
+            return self._strip([[(c.label, Style())] for c in self.columns], layout, styles.header, width)
         count = len(self.source)
         index = self.first_visible + y - 1
         if count == 0:
             if y == 1:
-                style = base + self.get_component_rich_style("virtual-table--empty")
-                return Strip([Segment(set_cell_size(" " + self.empty_text, width), style)], width)
-            return Strip.blank(width, base)
+                return Strip([Segment(set_cell_size(" " + self.empty_text, width), styles.empty)], width)
+            return Strip.blank(width, styles.base)
         if index >= count:
-            return Strip.blank(width, base)
-        row_style = base
-        if index == self.cursor:
-            row_style = base + self.get_component_rich_style("virtual-table--cursor")
+            return Strip.blank(width, styles.base)
+        is_cursor = index == self.cursor
+        row_style = styles.cursor if is_cursor else styles.base
         item = self.source.item_at(index)
         if item is None:
             self._schedule_request()
-            style = row_style + self.get_component_rich_style("virtual-table--placeholder")
-            return Strip([Segment(set_cell_size(" …", width), style)], width)
-        dark = self.app.current_theme.dark
-        cells = [_pieces(c) for c in self._cells(item, dark)]
-        return self._strip(cells, layout, row_style, width)
+            return Strip([Segment(set_cell_size(" …", width), row_style + styles.placeholder)], width)
+        cached = self._rows.get(index)
+        if cached is not None and cached[0] is item and cached[1] == is_cursor and cached[2] == width:
+            return cached[3]
+        cells = [_pieces(c) for c in self._cells(item, styles.dark)]
+        strip = self._strip(cells, layout, row_style, width)
+        if len(self._rows) > ROW_CACHE:
+            self._rows.clear()
+        self._rows[index] = (item, is_cursor, width, strip)
+        return strip
 
     def _strip(self, cells: list[list[Piece]], layout: list[tuple[Column, int]], style: Style, width: int) -> Strip:
-        by_key = {c.key: i for i, c in enumerate(self.columns)}
+        by_key = self._column_index
         segments: list[Segment] = []
+        gap = Segment(" ", style)
+        used = 0
         for n, (col, col_width) in enumerate(layout):
             if n:
-                segments.append(Segment(" ", style))
+                segments.append(gap)
+                used += 1
             pos = by_key[col.key]
-            pieces = cells[pos] if pos < len(cells) else []
-            segments.extend(_fit(pieces, col_width, col.align, style, col.cut))
-        used = sum(cell_len(s.text) for s in segments)
+            segments.extend(_fit(cells[pos] if pos < len(cells) else [], col_width, col.align, style, col.cut))
+            used += col_width  # _fit returns exactly col_width cells
         if used < width:
             segments.append(Segment(" " * (width - used), style))
-        return Strip(segments, width).crop(0, width)
+        elif used > width:
+            return Strip(segments, used).crop(0, width)
+        return Strip(segments, width)
 
 
 def _pieces(cell: Cell) -> list[Piece]:
@@ -361,6 +416,12 @@ def _fit(pieces: list[Piece], width: int, align: str, base: Style, cut: str = "e
             out.append(Segment(text, base + style))
             remaining -= length
         return out
+    if len(pieces) == 1:
+        text, style = pieces[0]
+        if not (style.bgcolor or style.underline or style.reverse or style.strike):
+            # One segment per cell: the padding spaces look the same in the cell's foreground style.
+            spaces = " " * (width - total)
+            return [Segment(text + spaces if align == "left" else spaces + text, base + style)]
     pad = Segment(" " * (width - total), base)
     segs = [Segment(t, base + s) for t, s in pieces]
     return [*segs, pad] if align == "left" else [pad, *segs]
