@@ -55,6 +55,7 @@ def build_app(services: Services, *, run_pool: bool = True) -> AmphigoryApp:
         scan_runner=scan,
         startup=startup,
         background=checks if run_pool else None,
+        stop_signals=run_pool,
     )
     app_ref.append(app)
     return app

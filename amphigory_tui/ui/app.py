@@ -89,9 +89,11 @@ class AmphigoryApp(App[None]):
         clock: Clock | None = None,
         poll: bool = True,
         install_log_handler: bool = True,
+        stop_signals: bool = False,
     ) -> None:
         """``startup`` (blocking: lock, recovery) runs in a thread before the pool starts and returns a notice;
-        ``background`` (the periodic checks) runs beside the pool; ``pool_factory`` builds the pool on our sink."""
+        ``background`` (the periodic checks) runs beside the pool; ``pool_factory`` builds the pool on our sink;
+        ``stop_signals`` makes SIGTERM/SIGHUP pause the pool's jobs and quit (the real app, not tests)."""
         super().__init__()
         self.services = services
         self.sink = UiSink(self)
@@ -109,6 +111,7 @@ class AmphigoryApp(App[None]):
         self._startup = startup
         self._background = background
         self._poll_enabled = poll
+        self._stop_signals = stop_signals
         self._poller: Poller | None = None
         self._log_handler = UiLogHandler(self.sink) if install_log_handler else None
         self._pool_worker: Worker[None] | None = None
@@ -188,6 +191,20 @@ class AmphigoryApp(App[None]):
             self._pool_worker = self.run_worker(self._run_pool(pool), name="pool", group="pool", exit_on_error=False)
         if self._background is not None:
             self.run_worker(self._background(), name="checks", group="checks", exit_on_error=False)
+        if self._stop_signals and pool is not None:
+            self.run_worker(self._watch_signals(pool), name="signals", group="checks", exit_on_error=False)
+
+    async def _watch_signals(self, pool: PoolPort) -> None:
+        # SIGTERM or SIGHUP (the SSH session dropped): pause running jobs and quit; a second one hurries.
+        from amphigory_tui.services.signals import watch_stop_signals
+
+        async def on_stop(graceful: bool) -> None:
+            if graceful:
+                self._stop_and_exit()
+            else:
+                await pool.shutdown(pause_running=True, grace=False)
+
+        await watch_stop_signals(on_stop)
 
     async def _run_pool(self, pool: PoolPort) -> None:
         # The pool is anyio; anyio runs on the asyncio loop Textual already runs, inside this task.
@@ -351,6 +368,14 @@ class AmphigoryApp(App[None]):
         """How many jobs this process's pool is running now."""
         pool = self.ctx.pool
         return sum(1 for snap in pool.snapshot() if snap.job_id is not None) if pool is not None else 0
+
+    async def action_quit(self) -> None:
+        """ctrl+q: quit the same careful way as `q` (running jobs are paused, not orphaned)."""
+        self.action_request_quit()
+
+    def action_help_quit(self) -> None:
+        """ctrl+c: in a terminal it is a key, not a signal; quit as `q` does (the Go tool quit on ctrl+c)."""
+        self.action_request_quit()
 
     def action_request_quit(self) -> None:
         """Quit; ask first when this process is running jobs (they are paused and resume at the next start)."""

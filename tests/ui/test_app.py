@@ -154,6 +154,19 @@ async def test_q_asks_while_jobs_run_and_pauses_them(world: World) -> None:
         assert app._exit
 
 
+@pytest.mark.parametrize("key", ["ctrl+q", "ctrl+c"])
+async def test_ctrl_q_and_ctrl_c_quit_as_carefully_as_q(world: World, key: str) -> None:
+    """ctrl+q and ctrl+c take the same path as `q`: with a job running here they ask first."""
+    pool = FakePool(world.ids.running)
+    app = world.app(pool=pool)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await press(pilot, key)
+        assert isinstance(app.screen, ConfirmModal)
+        await press(pilot, "n")
+        assert not app._exit and pool.shutdowns == []
+
+
 async def test_command_palette_runs_queue_all(world: World) -> None:
     """ctrl+p, "queue all", Enter: the same as `a`."""
     app = world.app()

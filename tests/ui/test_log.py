@@ -60,6 +60,12 @@ async def test_follows_new_lines_unless_scrolled_up(world: World) -> None:
         assert view.following and view.scroll_offset.y == view.max_scroll_y > 0
         await press(pilot, "home")
         assert view.scroll_offset.y == 0
+        await press(pilot, "down", "j")
+        assert view.scroll_offset.y == 2
+        await press(pilot, "k", "pagedown")
+        assert view.scroll_offset.y == 1 + view.scrollable_content_region.height
+        await press(pilot, "pageup", "up", "home")
+        assert view.scroll_offset.y == 0
         app.log_pane.add_local([LogRecord("warning", "more", created_at=world.clock.now())])
         await settle(pilot)
         assert view.scroll_offset.y == 0

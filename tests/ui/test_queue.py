@@ -173,19 +173,25 @@ async def test_enter_opens_the_menu_of_the_job_under_the_cursor(world: World) ->
 
 
 async def test_menu_runs_the_chosen_action(world: World) -> None:
-    """Choosing "Cancel" in the running job's menu asks its owner to cancel it."""
+    """Each menu entry does what it says to the job the menu was opened for."""
+    ids = world.ids
+    queries = world.services.queries
     app = world.app()
+    # (job, downs to the entry, what the database must say afterwards)
+    cases: list[tuple[int, int, Callable[[Job], bool]]] = [
+        (ids.running, 2, lambda j: j.control_request == "kill"),
+        (ids.queued_tv, 0, lambda j: j.status is JobStatus.PAUSED),
+        (ids.paused, 0, lambda j: j.status is JobStatus.QUEUED),
+        (ids.queued_tv2, 1, lambda j: j.status is JobStatus.CANCELED),
+        (ids.failed, 0, lambda j: j.status is JobStatus.QUEUED),
+        (ids.completed, 0, lambda j: j.dismissed),
+    ]
     async with app.run_test(size=SIZE) as pilot:
         await settle(pilot)
-        await goto_job(pilot, world.ids.running)
-        await press(pilot, "enter", "down", "enter")
-        assert world.services.queries.job(world.ids.running).control_request == "cancel"
-        await goto_job(pilot, world.ids.failed)
-        await press(pilot, "enter", "enter")
-        assert world.services.queries.job(world.ids.failed).status is JobStatus.QUEUED
-        await goto_job(pilot, world.ids.paused)
-        await press(pilot, "enter", "enter")
-        assert world.services.queries.job(world.ids.paused).status is JobStatus.QUEUED
+        for job_id, downs, check in cases:
+            await goto_job(pilot, job_id)
+            await press(pilot, "enter", *(["down"] * downs), "enter")
+            assert check(queries.job(job_id)), job_id
 
 
 async def test_menu_priority_editor_validates(world: World) -> None:
