@@ -75,9 +75,7 @@ def upgrade() -> None:
         sa.UniqueConstraint("path", name=op.f("uq_media_files_path")),
     )
     with op.batch_alter_table("media_files", schema=None) as batch_op:
-        batch_op.create_index(
-            "ix_media_files_candidates", ["should_transcode", "priority", "size_bytes"], unique=False
-        )
+        batch_op.create_index("ix_media_files_candidates", ["should_transcode", "priority", "size_bytes"], unique=False)
         batch_op.create_index("ix_media_files_updated_at", ["updated_at"], unique=False)
 
     op.create_table(
@@ -116,9 +114,7 @@ def upgrade() -> None:
         sa.Column("info_json", sa.Text(), nullable=True),
         sa.Column("created_at", sa.Float(), nullable=False),
         sa.Column("updated_at", sa.Float(), nullable=False),
-        sa.ForeignKeyConstraint(
-            ["disc_id"], ["discs.id"], name=op.f("fk_tracks_disc_id_discs"), ondelete="CASCADE"
-        ),
+        sa.ForeignKeyConstraint(["disc_id"], ["discs.id"], name=op.f("fk_tracks_disc_id_discs"), ondelete="CASCADE"),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_tracks")),
     )
     with op.batch_alter_table("tracks", schema=None) as batch_op:

@@ -17,6 +17,7 @@ from tests.pool.conftest import (
     Env,
     child_pid,
     leftovers,
+    make_script,
     pid_gone,
     run_drain,
     run_until,
@@ -301,7 +302,18 @@ async def test_pause_all_and_resume_all(env: Env, sink: ListSink) -> None:
 @pytest.mark.anyio
 async def test_heartbeats_write_progress_and_workers(env: Env, clips: Clips, sink: ListSink) -> None:
     """While a job runs, its heartbeat and progress reach the database and the workers table shows the loop."""
-    settings = env.settings(workers={"heartbeat_interval_s": 1})
+    # A stand-in encoder that reports 12.5 % and then holds still: a real tiny encode can finish before the test
+    # looks, and this test is about what the heartbeat writes, not about HandBrake.
+    encoder = make_script(
+        env.root / "holding-handbrake",
+        """
+        import sys, time
+        sys.stdout.write("Encoding: task 1 of 1, 12.50 % (30.00 fps, avg 29.00 fps, ETA 00h00m09s)\\r")
+        sys.stdout.flush()
+        time.sleep(120)
+        """,
+    )
+    settings = env.settings(workers={"heartbeat_interval_s": 1}, tools={"handbrake": str(encoder)})
     store = env.store(settings)
     _path, job = env.add(clips.long, "beat.mp4", store)
     pool = WorkerPool(store, settings, sink)
@@ -310,11 +322,6 @@ async def test_heartbeats_write_progress_and_workers(env: Env, clips: Clips, sin
     def encoding() -> bool:
         return any(s.job_id == job.id and s.stage is Stage.TRANSCODE and s.percent > 0 for s in pool.snapshot())
 
-    def freeze() -> None:
-        pid = store.jobs.get(job.id).child_pid
-        assert pid is not None
-        stop_process(pid)  # hold the encode mid-way; shutdown() ends it
-
     def written() -> bool:
         current = store.jobs.get(job.id)
         if current.progress_percent > 0 and current.last_heartbeat is not None:
@@ -322,9 +329,10 @@ async def test_heartbeats_write_progress_and_workers(env: Env, clips: Clips, sin
             return len(store.workers.list_workers()) == 1
         return False
 
-    await run_until(pool, encoding, action=freeze, then=written)
+    await run_until(pool, encoding, then=written)
     running = seen[-1]
     assert running.status is JobStatus.RUNNING and running.stage is Stage.TRANSCODE
+    assert running.progress_percent == pytest.approx(12.5) and running.fps == pytest.approx(30.0)
     assert running.child_start_ticks is not None
     assert running.temp_path is not None and running.temp_path.startswith(str(env.work / f"job-{job.id}"))
     assert any(isinstance(e, JobProgress) and e.job_id == job.id and e.percent > 0 for e in sink.events)
