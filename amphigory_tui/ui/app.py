@@ -117,6 +117,8 @@ class AmphigoryApp(App[None]):
         self._pool_worker: Worker[None] | None = None
         self.started = startup is None
         """Whether startup (recovery) finished and the pool was started."""
+        self.started_loading = False
+        """Whether the first frame was painted and the first data load began."""
         # Kept as attributes: app.query_one() searches the active screen, which is a modal now and then.
         self.scan_pane = ScanPane(self.ctx, id="scan-pane")
         self.queue_pane = QueuePane(self.ctx, id="queue-pane")
@@ -149,6 +151,7 @@ class AmphigoryApp(App[None]):
 
     def on_ready(self) -> None:
         """The first frame is on screen: now load data, poll, run startup and the pool (all in workers)."""
+        self.started_loading = True
         self.queue_pane.activate()
         if self._poll_enabled:
             # The first poll right away: the Workers and Log tabs have something to show at once.

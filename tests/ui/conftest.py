@@ -120,20 +120,28 @@ def world(world_factory: Callable[..., World]) -> World:
     return world_factory()
 
 
-async def settle(pilot: Pilot[Any], rounds: int = 1) -> None:
-    """Wait until every short worker (database reads and writes) finished and its messages were handled."""
+async def settle(pilot: Pilot[Any]) -> None:
+    """Wait until every short worker (database reads and writes) finished and the messages it posted were handled.
+
+    A worker's result message can start another worker (an action's ActionDone starts a reload), hence the loop.
+    """
     app = pilot.app
+    for _ in range(500):
+        # The first load starts once the first frame is painted (Ready).
+        if getattr(app, "started_loading", True):
+            break
+        await pilot.pause(0.01)
     for _ in range(200):
         busy = [w for w in app.workers if w.group not in LONG_RUNNING and not w.is_finished]
-        if busy:
-            for worker in busy:
-                await worker.wait()
+        if not busy:
+            # Messages posted from other threads (the bridge, the poller) are handled by this pause.
             await pilot.pause()
+            if not [w for w in app.workers if w.group not in LONG_RUNNING and not w.is_finished]:
+                return
             continue
+        for worker in busy:
+            await worker.wait()
         await pilot.pause()
-        rounds -= 1
-        if rounds <= 0 and not [w for w in app.workers if w.group not in LONG_RUNNING and not w.is_finished]:
-            return
     raise AssertionError("the app's workers never settled")
 
 
