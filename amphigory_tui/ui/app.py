@@ -167,7 +167,7 @@ class AmphigoryApp(App[None]):
     def on_mount(self) -> None:
         """Keymap, log handler; focus the Queue table."""
         if self.settings.ui.keymap:
-            self.set_keymap(dict(self.settings.ui.keymap))
+            self._apply_keymap(self.settings.ui.keymap)
         if self._log_handler is not None:
             logging.getLogger("amphigory_tui").addHandler(self._log_handler)
         self.queue_pane.table.focus()
@@ -209,6 +209,21 @@ class AmphigoryApp(App[None]):
 
         await watch_stop_signals(on_stop)
 
+    def _apply_keymap(self, keymap: dict[str, str]) -> None:
+        """Remap keys by binding id; an id no binding has is named in a warning instead of being ignored."""
+        from amphigory_tui.ui.screens.help import binding_groups
+
+        known = {b.id for _, group in binding_groups() for b in group if b.id}
+        unknown = sorted(set(keymap) - known)
+        if unknown:
+            self.notify(
+                f"[ui] keymap: no binding has the id {', '.join(unknown)} (the help screen, ?, lists the ids)",
+                severity="warning",
+                timeout=10,
+                markup=False,
+            )
+        self.set_keymap(dict(keymap))
+
     async def _run_pool(self, pool: PoolPort) -> None:
         # The pool is anyio; anyio runs on the asyncio loop Textual already runs, inside this task.
         await pool.run()
@@ -219,6 +234,12 @@ class AmphigoryApp(App[None]):
             self._poller.stop()
         if self._log_handler is not None:
             logging.getLogger("amphigory_tui").removeHandler(self._log_handler)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Tab keys, settings and reload only on the main screen (not under the settings screen or a dialog)."""
+        if action in ("show_tab", "settings", "reload") and self.screen is not self.screen_stack[0]:
+            return False
+        return True
 
     # ------------------------------------------------------------------ panes
     def action_show_tab(self, tab: str) -> None:
@@ -359,7 +380,7 @@ class AmphigoryApp(App[None]):
         if new.ui.dark != old.ui.dark or self.theme not in (DARK, theme_name(False)):
             self.theme = theme_name(new.ui.dark)
         if new.ui.keymap != old.ui.keymap:
-            self.set_keymap(dict(new.ui.keymap))
+            self._apply_keymap(new.ui.keymap)
         if self._poller is not None:
             self._poller.interval_s = new.ui.poll_interval_s
         if new.logging.level != old.logging.level:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from textual.lazy import Lazy
 from textual.pilot import Pilot
 
 from amphigory_tui.config import Settings, settings_from_mapping
@@ -127,8 +128,8 @@ async def settle(pilot: Pilot[Any]) -> None:
     """
     app = pilot.app
     for _ in range(500):
-        # The first load starts once the first frame is painted (Ready).
-        if getattr(app, "started_loading", True):
+        # The first load starts once the first frame is painted (Ready); the hidden tabs mount just after it.
+        if getattr(app, "started_loading", True) and not app.screen_stack[0].query(Lazy):
             break
         await pilot.pause(0.01)
     for _ in range(200):

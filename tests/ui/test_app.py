@@ -14,7 +14,7 @@ from amphigory_tui.ui.screens.help import HelpScreen, binding_groups
 from amphigory_tui.ui.theme import DARK, LIGHT
 from amphigory_tui.ui.widgets.confirm import ConfirmModal
 from tests.ui.conftest import World, press, settle
-from tests.ui.helpers import shown_ids, static_text
+from tests.ui.helpers import notes, shown_ids, static_text
 
 pytestmark = pytest.mark.anyio
 
@@ -183,9 +183,10 @@ async def test_command_palette_runs_queue_all(world: World) -> None:
 
 async def test_keymap_from_config_remaps_keys(world_factory: Callable[..., World]) -> None:
     """`[ui] keymap` moves queue-all to ctrl+a: `a` does nothing, ctrl+a queues; help shows the new key."""
-    world = world_factory(ui={"keymap": {"queue-all": "ctrl+a"}})
+    world = world_factory(ui={"keymap": {"queue-all": "ctrl+a", "no-such-binding": "x"}})
     app = world.app()
     async with app.run_test(size=SIZE) as pilot:
+        assert any("no binding has the id no-such-binding" in n for n in notes(app))
         await press(pilot, "a")
         assert world.services.queries.count_jobs() == 8
         await press(pilot, "ctrl+a")
