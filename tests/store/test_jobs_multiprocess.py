@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import multiprocessing.synchronize
 from collections import Counter
 
 import pytest
@@ -17,9 +18,12 @@ PROCESSES = 4
 
 pytestmark = pytest.mark.slow
 
+# What a worker process reports: its id, and the ids it completed (or its error, as text).
+Report = tuple[str, list[int] | str]
+
 
 def drain(
-    url: str, worker: str, batched: bool, start: multiprocessing.synchronize.Barrier, out: multiprocessing.Queue[object]
+    url: str, worker: str, batched: bool, start: multiprocessing.synchronize.Barrier, out: multiprocessing.Queue[Report]
 ) -> None:
     """A worker process: claim and complete until nothing is left; report the ids it completed.
 
@@ -53,7 +57,7 @@ def test_four_processes_complete_every_job_exactly_once(db_url: str) -> None:
         _seed(store)
         ctx = multiprocessing.get_context("spawn")
         start = ctx.Barrier(PROCESSES)
-        out: multiprocessing.Queue[object] = ctx.Queue()
+        out: multiprocessing.Queue[Report] = ctx.Queue()
         workers = [f"host:{n}:proc" for n in range(PROCESSES)]
         procs = [
             ctx.Process(target=drain, args=(db_url, w, n % 2 == 1, start, out), daemon=True)
@@ -61,19 +65,21 @@ def test_four_processes_complete_every_job_exactly_once(db_url: str) -> None:
         ]
         for proc in procs:
             proc.start()
-        reports = dict(out.get(timeout=300) for _ in procs)  # type: ignore[misc]
+        received = dict(out.get(timeout=300) for _ in procs)
         for proc in procs:
             proc.join(timeout=60)
-        errors = {w: r for w, r in reports.items() if not isinstance(r, list)}
-        assert errors == {}
+        assert {w: r for w, r in received.items() if isinstance(r, str)} == {}
         assert [proc.exitcode for proc in procs] == [0] * PROCESSES
+        reports = {w: r for w, r in received.items() if isinstance(r, list)}
 
         reported = Counter(job_id for done in reports.values() for job_id in done)
         assert len(reported) == JOBS and set(reported.values()) == {1}
         done_by = {job_id: worker for worker, done in reports.items() for job_id in done}
 
         with store.engines.read() as conn:
-            statuses = dict(conn.execute(text("SELECT status, count(*) FROM transcode_jobs GROUP BY status")).all())
+            statuses: dict[str, int] = dict(
+                conn.execute(text("SELECT status, count(*) FROM transcode_jobs GROUP BY status")).all()
+            )
             attempts = conn.execute(text("SELECT job_id, attempt, worker_id, outcome FROM job_attempts")).all()
             counters = conn.execute(text("SELECT id, attempts, worker_id FROM transcode_jobs")).all()
         assert statuses == {JobStatus.COMPLETED.value: JOBS}

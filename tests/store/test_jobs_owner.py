@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 
 from amphigory_tui.domain.clock import FixedClock
@@ -291,7 +293,7 @@ def test_a_stale_worker_changes_nothing(jobs: JobStore, clock: FixedClock) -> No
     before = snapshot(jobs, job.id)
     clock.advance(5)
     assert jobs.heartbeat(job.id, "w1", Progress(percent=99.0)) is False
-    refusals = [
+    refusals: list[Callable[[], object]] = [
         lambda: jobs.update_running(job.id, "w1", stage=Stage.UPLOAD),
         lambda: jobs.complete(job.id, "w1", output_size=1),
         lambda: jobs.fail(job.id, "w1", "late failure"),
@@ -308,7 +310,7 @@ def test_a_stale_worker_changes_nothing(jobs: JobStore, clock: FixedClock) -> No
 
 def test_operations_on_a_missing_job_say_so(jobs: JobStore) -> None:
     """An unknown id is a ``JobNotFound`` naming it, for readers and writers alike."""
-    for operation in (
+    operations: list[Callable[[], object]] = [
         lambda: jobs.get(MISSING),
         lambda: jobs.pause(MISSING),
         lambda: jobs.cancel(MISSING),
@@ -317,6 +319,7 @@ def test_operations_on_a_missing_job_say_so(jobs: JobStore) -> None:
         lambda: jobs.dismiss(MISSING),
         lambda: jobs.set_priority(MISSING, 5),
         lambda: jobs.complete(MISSING, "w1"),
-    ):
+    ]
+    for operation in operations:
         with pytest.raises(JobNotFound, match=f"job {MISSING} does not exist"):
             operation()
