@@ -18,35 +18,45 @@ from amphigory_tui.domain.events import ScanProgress
 if TYPE_CHECKING:
     from amphigory_tui.services.runtime import Services
     from amphigory_tui.ui.app import AmphigoryApp
+    from amphigory_tui.ui.bridge import UiSink
+    from amphigory_tui.ui.ports import PoolPort
 
 
 def build_app(services: Services, *, run_pool: bool = True) -> AmphigoryApp:
-    """The app with its pool, scanner, startup recovery and periodic checks wired to the real services."""
-    from amphigory_tui.pool.pool import WorkerPool
-    from amphigory_tui.services.locks import hold_process_lock
-    from amphigory_tui.services.recovery import recover, run_periodic_checks, summarize
-    from amphigory_tui.services.scanner import Scanner
+    """The app with its pool, scanner, startup recovery and periodic checks wired to the real services.
+
+    The pool, recovery and scanner modules are imported only when first used (after the first paint).
+    """
     from amphigory_tui.ui.app import AmphigoryApp
-    from amphigory_tui.ui.bridge import UiSink
 
     prepare_child_processes()
     app_ref: list[AmphigoryApp] = []
 
     def startup() -> str | None:
+        from amphigory_tui.services.locks import hold_process_lock
+        from amphigory_tui.services.recovery import recover, summarize
+
         services.settings.work_dir.mkdir(parents=True, exist_ok=True)
         report = recover(services, lock=hold_process_lock())
         return summarize(report) if report.changed or report.notes else None
 
     async def checks() -> None:
+        from amphigory_tui.services.locks import hold_process_lock
+        from amphigory_tui.services.recovery import run_periodic_checks
+
         await run_periodic_checks(services, lock=hold_process_lock())
 
     def scan(on_progress: Callable[[ScanProgress], None], cancel: threading.Event) -> Any:
+        from amphigory_tui.services.scanner import Scanner
+
         # The live settings: roots and rules edited on the settings screen apply to the next scan.
         settings = app_ref[0].settings if app_ref else services.settings
         with Scanner(services.store, settings) as scanner:
             return scanner.scan(cancel=cancel, on_progress=on_progress)
 
-    def pool_factory(sink: UiSink) -> WorkerPool:
+    def pool_factory(sink: UiSink) -> PoolPort:
+        from amphigory_tui.pool.pool import WorkerPool
+
         return WorkerPool(services, services.settings, sink)
 
     app = AmphigoryApp(

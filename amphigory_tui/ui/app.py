@@ -97,8 +97,7 @@ class AmphigoryApp(App[None]):
         super().__init__()
         self.services = services
         self.sink = UiSink(self)
-        if pool is None and pool_factory is not None:
-            pool = pool_factory(self.sink)
+        self._pool_factory = pool_factory
         self.ctx = UiContext(
             queries=services.queries,
             actions=services.actions,
@@ -187,8 +186,10 @@ class AmphigoryApp(App[None]):
         self.reload_all()
 
     def _begin(self) -> None:
-        """Start the pool and the background checks."""
+        """Build (after the first paint: importing it is not free) and start the pool, and the background checks."""
         self.started = True
+        if self.ctx.pool is None and self._pool_factory is not None:
+            self.ctx.pool = self._pool_factory(self.sink)
         pool = self.ctx.pool
         if pool is not None:
             self._pool_worker = self.run_worker(self._run_pool(pool), name="pool", group="pool", exit_on_error=False)
@@ -237,9 +238,7 @@ class AmphigoryApp(App[None]):
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
         """Tab keys, settings and reload only on the main screen (not under the settings screen or a dialog)."""
-        if action in ("show_tab", "settings", "reload") and self.screen is not self.screen_stack[0]:
-            return False
-        return True
+        return action not in ("show_tab", "settings", "reload") or self.screen is self.screen_stack[0]
 
     # ------------------------------------------------------------------ panes
     def action_show_tab(self, tab: str) -> None:

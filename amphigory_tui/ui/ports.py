@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable, Sequence
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from amphigory_tui.domain.events import ScanProgress
-from amphigory_tui.pool.pool import WorkerSnapshot
+
+if TYPE_CHECKING:
+    # Only for annotations: importing the pool at start-up would delay the first paint (anyio, the pipeline).
+    from amphigory_tui.pool.pool import WorkerSnapshot
 
 
 class PoolPort(Protocol):

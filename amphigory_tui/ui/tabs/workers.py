@@ -11,7 +11,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from typing import ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 from rich.style import Style
 from textual.app import ComposeResult
@@ -23,11 +23,13 @@ from textual.widgets import Static
 from amphigory_tui.domain.events import JobProgress, WorkerBeat
 from amphigory_tui.domain.jobs import Job, JobStatus, Stage
 from amphigory_tui.domain.workers import WorkerInfo
-from amphigory_tui.pool.pool import WorkerSnapshot
 from amphigory_tui.ui import format as fmt
 from amphigory_tui.ui.context import UiContext
 from amphigory_tui.ui.palette import dim_style, health_style, stage_style, status_style
 from amphigory_tui.ui.widgets.virtual_table import Cell, Column, Piece, VirtualTable
+
+if TYPE_CHECKING:
+    from amphigory_tui.pool.pool import WorkerSnapshot
 
 MAX_POOL = 64
 
