@@ -429,63 +429,66 @@ class JobStore:
 
     def skip(self, job_id: int, worker_id: str, reason: str) -> Job:
         """``running -> skipped``: nothing to gain (e.g. the output was larger); the original is untouched."""
-        check_transition(JobStatus.RUNNING, JobStatus.SKIPPED, job_id)
-        now = self._clock.now()
-        values = {
-            "status": JobStatus.SKIPPED.value,
-            "error_message": reason,
-            "worker_id": None,
-            "child_pid": None,
-            "child_start_ticks": None,
-            "control_request": None,
-            "completed_at": now,
-            "updated_at": now,
-        }
-        with self._db.write() as conn:
-            job = self._cas(conn, job_id, worker_id, values)
-            self._end_attempt(conn, job_id, "skipped", reason, now)
-        return job
+        return self._release(
+            job_id, worker_id, JobStatus.SKIPPED, "skipped", reason, error_message=reason, completed_at=True
+        )
 
     def pause_running(self, job_id: int, worker_id: str, reason: PauseReason = PauseReason.SHUTDOWN) -> Job:
         """``running -> paused`` by its owner: progress kept, the attempt not used (the resume continues it)."""
-        check_transition(JobStatus.RUNNING, JobStatus.PAUSED, job_id)
-        now = self._clock.now()
-        values = {
-            "status": JobStatus.PAUSED.value,
-            "pause_reason": reason.value,
-            "resume_attempt": True,
-            "worker_id": None,
-            "child_pid": None,
-            "child_start_ticks": None,
-            "control_request": None,
-            "temp_path": None,
-            "eta_s": None,
-            "fps": None,
-            "updated_at": now,
-        }
-        with self._db.write() as conn:
-            job = self._cas(conn, job_id, worker_id, values)
-            self._end_attempt(conn, job_id, "paused", None, now)
-        return job
+        return self._release(
+            job_id,
+            worker_id,
+            JobStatus.PAUSED,
+            "paused",
+            None,
+            pause_reason=reason.value,
+            resume_attempt=True,
+            temp_path=None,
+            eta_s=None,
+            fps=None,
+        )
 
     def cancel_running(self, job_id: int, worker_id: str, reason: str = "canceled by user") -> Job:
         """``running -> canceled`` by its owner, after it killed the child and removed the temp files."""
-        check_transition(JobStatus.RUNNING, JobStatus.CANCELED, job_id)
+        return self._release(
+            job_id,
+            worker_id,
+            JobStatus.CANCELED,
+            "canceled",
+            reason,
+            error_message=reason,
+            temp_path=None,
+            completed_at=True,
+        )
+
+    def _release(
+        self,
+        job_id: int,
+        worker_id: str,
+        target: JobStatus,
+        outcome: str,
+        error: str | None,
+        *,
+        completed_at: bool = False,
+        **extra: Any,
+    ) -> Job:
+        """The owner gives a running job up (to ``target``): its lease and child are cleared, its attempt closed."""
+        check_transition(JobStatus.RUNNING, target, job_id)
         now = self._clock.now()
-        values = {
-            "status": JobStatus.CANCELED.value,
-            "error_message": reason,
+        values: dict[str, Any] = {
+            "status": target.value,
             "worker_id": None,
             "child_pid": None,
             "child_start_ticks": None,
             "control_request": None,
-            "temp_path": None,
-            "completed_at": now,
             "updated_at": now,
+            **extra,
         }
+        if completed_at:
+            values["completed_at"] = now
         with self._db.write() as conn:
             job = self._cas(conn, job_id, worker_id, values)
-            self._end_attempt(conn, job_id, "canceled", reason, now)
+            self._end_attempt(conn, job_id, outcome, error, now)
         return job
 
     # ------------------------------------------------------------------ the worker pool's batched calls
