@@ -7,9 +7,9 @@ Each measurement runs in a fresh child process so seeding and other measurements
 * process launch → first paint: the real ``amphigory`` in a pseudo-terminal (120×40); the clock stops when the
   tab bar appears on the terminal; "first data" when the stats line shows real counts;
 * app start → first paint: ``AmphigoryApp`` constructed and run (headless) until Textual's Ready event, which is
-  posted right after the first screen refresh;
-* CPU per keypress: ``time.process_time()`` (all threads) over 300 arrow keys and 60 page keys on the Queue table,
-  including the by-id row loads they trigger;
+  posted right after the first screen refresh (median of three processes); "first page" when the rows show;
+* CPU per keypress: ``time.process_time()`` (all threads, minus the idle rate) over 300 arrow keys and 60 page keys
+  on the Queue table sent 30 a second as a terminal's key repeat would, including the row loads they trigger;
 * idle CPU: the app with polling on, nothing changing, for ``--seconds``;
 * busy CPU: another process writes progress for 4 running jobs 4×/s (as workers elsewhere would) and this process's
   bridge receives 4 progress events/s per job (as its own pool would);
@@ -332,7 +332,11 @@ def main() -> None:
     seed(base, args.jobs)
     results: dict[str, float] = {}
     results.update(launch(base))
-    for kind in ("start", "keys", "idle", "busy"):
+    # App start is short and noisy: the median of three fresh processes.
+    starts = [run_child("start", base, args.seconds) for _ in range(3)]
+    for key in starts[0]:
+        results[key] = sorted(s[key] for s in starts)[1]
+    for kind in ("keys", "idle", "busy"):
         results.update(run_child(kind, base, args.seconds))
     goals = {
         "launch_to_first_paint_ms": ("<", 1000),

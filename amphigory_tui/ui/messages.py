@@ -91,14 +91,21 @@ class Polled(Message):
 
 @dataclass
 class QueueLoaded(Message):
-    """The Queue table's id list for a filter, with counts per status and the stats line."""
+    """The Queue table's id list for a filter, with counts per status."""
 
     generation: int
     ids: Sequence[int]
     counts: dict[JobStatus, int]
-    stats: QueueStats
     jobs: list[Job] = field(default_factory=list)
     """Fresh copies of the jobs around the cursor."""
+
+
+@dataclass
+class QueueStatsLoaded(Message):
+    """The stats line's counts (the last part of a Queue reload)."""
+
+    generation: int
+    stats: QueueStats
 
 
 @dataclass

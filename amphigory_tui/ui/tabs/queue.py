@@ -26,7 +26,7 @@ from amphigory_tui.domain.events import JobChanged, JobProgress
 from amphigory_tui.domain.jobs import Job, JobStatus, QueueStats
 from amphigory_tui.ui import format as fmt
 from amphigory_tui.ui.context import UiContext
-from amphigory_tui.ui.messages import ActionDone, JobRowsLoaded, QueueLoaded
+from amphigory_tui.ui.messages import ActionDone, JobRowsLoaded, QueueLoaded, QueueStatsLoaded
 from amphigory_tui.ui.screens.action_menu import ActionMenu
 from amphigory_tui.ui.screens.prompt import PromptModal, priority_validator
 from amphigory_tui.ui.widgets.confirm import ConfirmModal
@@ -194,13 +194,13 @@ class QueuePane(Vertical):
         start = max(at - 2 * window.height, 0)
         jobs = queries.jobs_by_ids(ids[start : at + 3 * window.height]) if ids else []
         counts = queries.status_counts()
-        stats = queries.queue_stats()
-        self.post_message(QueueLoaded(generation, ids, counts, stats, jobs))
+        self.post_message(QueueLoaded(generation, ids, counts, jobs))
+        # The stats line's "need transcoding" count is the slowest query: the rows show before it.
+        self.post_message(QueueStatsLoaded(generation, queries.queue_stats()))
 
     @on(QueueLoaded)
     def _structure_loaded(self, message: QueueLoaded) -> None:
         message.stop()
-        self._structure_running = False
         if message.generation == self._structure_gen:
             table = self.table
             keep = self.rows.id_at(table.cursor)
@@ -215,11 +215,17 @@ class QueuePane(Vertical):
                 if index is not None:
                     table.cursor = index
             self.counts = message.counts
-            self.stats = message.stats
             self.loaded = True
-            self._render_stats()
             self._render_filters()
             table.reload()
+
+    @on(QueueStatsLoaded)
+    def _stats_loaded(self, message: QueueStatsLoaded) -> None:
+        message.stop()
+        self._structure_running = False
+        # The stats do not depend on the filter: an older load's are still the newest numbers.
+        self.stats = message.stats
+        self._render_stats()
         if self._structure_dirty:
             self._structure_dirty = False
             self.request_structure()
