@@ -7,6 +7,7 @@ same job, so a reorder never moves an action onto another row.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import ClassVar
@@ -69,6 +70,7 @@ class _Window:
 
 
 PRIORITY_STEP = 5
+AUTO_RELOAD_S = 1.0
 KNOWN_LIMIT = 50_000
 
 
@@ -141,6 +143,8 @@ class QueuePane(Vertical):
         self._structure_running = False
         self._structure_dirty = False
         self._search_timer: Timer | None = None
+        self._soon: Timer | None = None
+        self._last_load_started = -AUTO_RELOAD_S
 
     # ------------------------------------------------------------------ layout
     def compose(self) -> ComposeResult:
@@ -168,6 +172,7 @@ class QueuePane(Vertical):
             self._structure_dirty = True
             return
         self._structure_running = True
+        self._last_load_started = time.monotonic()
         self._structure_gen += 1
         section = SECTION_BY_KEY[self.section]
         window = _Window(self.rows.id_at(self.table.cursor), self.table.cursor, max(self.table.body_height, 10))
@@ -278,7 +283,7 @@ class QueuePane(Vertical):
             if self.rows.update(job):
                 self._refresh_job(job.id)
         if structural:
-            self.request_structure()
+            self.request_structure_soon()
 
     def apply_progress(self, progress: dict[int, JobProgress]) -> None:
         """Progress from this process's pool: update the rows on screen without touching the database."""
@@ -305,7 +310,23 @@ class QueuePane(Vertical):
 
     def apply_job_changed(self, event: JobChanged) -> None:
         """A job of this process changed status: the list order and counts change."""
-        self.request_structure()
+        self.request_structure_soon()
+
+    def request_structure_soon(self) -> None:
+        """A reload for a change nobody is waiting on (another process, the pool): at most one per
+        ``AUTO_RELOAD_S``, so many short jobs finishing do not keep reloading 100,000 ids."""
+        if self._soon is not None:
+            return
+        wait = AUTO_RELOAD_S - (time.monotonic() - self._last_load_started)
+        if wait <= 0:
+            self.request_structure()
+            return
+
+        def due() -> None:
+            self._soon = None
+            self.request_structure()
+
+        self._soon = self.set_timer(wait, due)
 
     # ------------------------------------------------------------------ rendering
     def _render_stats(self) -> None:

@@ -35,7 +35,7 @@ from amphigory_tui.ui.paging import PagedRows
 from amphigory_tui.ui.palette import dim_style, status_style
 from amphigory_tui.ui.widgets.virtual_table import Cell, Column, VirtualTable
 
-RELOAD_WHILE_SCANNING_S = 2.0
+RELOAD_WHILE_SCANNING_S = 3.0
 
 MEDIA_COLUMNS = (
     Column("name", "File", 12, flex=2, cut="start"),
