@@ -55,8 +55,9 @@ def test_queue_tab(snap_world: World, snap_compare: Any, size: tuple[int, int]) 
 def test_scan_tab(snap_world: World, snap_compare: Any, size: tuple[int, int]) -> None:
     """Scan tab: "Library /library/movies, /library/tv", "Last scan never", the counts (11 files · 8 need
     transcoding · 1 already hevc · 1 excluded · 1 probe errors in red · total · est. saving), "All files"
-    selected, and 11 files by priority: transcode rows in blue, Fargo "keep" in green, sample-Gattaca
-    "excluded" in grey, Heat "error" in red with its probe error as the reason (Reason column at 120 only)."""
+    selected, and 11 files by priority, each relative to its root ("Doctor Who/S01E01.mkv", "Firefly/S01E01.mkv"):
+    transcode rows in blue, Fargo "keep" in green, sample-Gattaca "excluded" in grey, Heat "error" in red with its
+    probe error as the reason (the Reason column shows at 120 columns only)."""
     assert snap_compare(snap_world.app(), terminal_size=size, run_before=snapshot_run("1"))
 
 

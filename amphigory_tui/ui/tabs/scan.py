@@ -64,8 +64,11 @@ def media_cells(media: MediaFile, dark: bool) -> Sequence[Cell]:
     probe = media.probe
     res = f"{probe.width}×{probe.height}" if probe.width and probe.height else "—"
     reason = media.probe_error or media.reason
+    root = media.root.rstrip("/") + "/"
+    # Relative to its library root: "Doctor Who/S01E01.mkv", not a bare and ambiguous "S01E01.mkv".
+    shown = media.path[len(root) :] if media.root and media.path.startswith(root) else media.name
     return [
-        fmt.printable(media.name),
+        fmt.printable(shown),
         probe.video_codec or "—",
         res,
         fmt.human_size(media.size_bytes),
