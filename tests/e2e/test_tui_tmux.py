@@ -153,8 +153,9 @@ def test_scan_queue_and_transcode_in_tmux(tmux: Tmux, tmp_path: Path) -> None:
     tmux.wait_for(lambda s: "Scan complete" in s and "2 files" in s, 60, "the scan to finish")
     tmux.keys("2", "a")
     tmux.wait_for(lambda s: "Queued 2 jobs" in s, 15, '"Queued 2 jobs"')
-    screen = tmux.wait_for(lambda s: s.count("completed") >= 2, 90, "both jobs to complete")
-    assert "0 queued · 0 running · 0 failed" in screen
+    screen = tmux.wait_for(
+        lambda s: s.count("completed") >= 2 and "0 queued · 0 running · 0 failed" in s, 90, "both jobs to complete"
+    )
     assert "Show/S01E01.mp4" in screen and "Alpha (2001).mp4" in screen
 
     settings = load_settings(tmp_path / "config.toml")
