@@ -138,7 +138,7 @@ class QueuePane(Vertical):
         self.counts: dict[JobStatus, int] = {}
         self.stats: QueueStats | None = None
         self.loaded = False
-        self._known: dict[int, JobStatus] = {}
+        self._known: dict[int, tuple[JobStatus, bool]] = {}
         self._structure_gen = 0
         self._structure_running = False
         self._structure_dirty = False
@@ -270,14 +270,14 @@ class QueuePane(Vertical):
     def _remember(self, job: Job) -> None:
         if len(self._known) > KNOWN_LIMIT:
             self._known.clear()
-        self._known[job.id] = job.status
+        self._known[job.id] = (job.status, job.dismissed)
 
     # ------------------------------------------------------------------ live updates
     def apply_changes(self, changed: list[Job], *, truncated: bool = False) -> None:
         """Jobs changed in the database: patch the rows shown; reload the list if a status changed."""
         structural = truncated
         for job in changed:
-            if self._known.get(job.id) != job.status or job.dismissed:
+            if self._known.get(job.id) != (job.status, job.dismissed):
                 structural = True
             self._remember(job)
             if self.rows.update(job):
