@@ -3,7 +3,7 @@
 The app paints first and does the slow parts after: startup recovery (this process's lock, orphaned jobs, temp
 files) runs in a thread worker, and the worker pool starts only once it is done, so nothing is claimed before the
 database is consistent. The pool runs inside the app's event loop (anyio on Textual's asyncio) and reports
-through the app's bridge; the periodic stall/orphan checks run beside it.
+through the app's bridge; the pool also runs the periodic stall/orphan checks.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ if TYPE_CHECKING:
 
 
 def build_app(services: Services, *, run_pool: bool = True) -> AmphigoryApp:
-    """The app with its pool, scanner, startup recovery and periodic checks wired to the real services.
+    """The app with its pool (which also runs the periodic checks), scanner and startup recovery wired in.
 
     The pool, recovery and scanner modules are imported only when first used (after the first paint).
     """
@@ -39,12 +39,6 @@ def build_app(services: Services, *, run_pool: bool = True) -> AmphigoryApp:
         services.settings.work_dir.mkdir(parents=True, exist_ok=True)
         report = recover(services, lock=hold_process_lock())
         return summarize(report) if report.changed or report.notes else None
-
-    async def checks() -> None:
-        from amphigory_tui.services.locks import hold_process_lock
-        from amphigory_tui.services.recovery import run_periodic_checks
-
-        await run_periodic_checks(services, lock=hold_process_lock())
 
     def scan(on_progress: Callable[[ScanProgress], None], cancel: threading.Event) -> Any:
         from amphigory_tui.services.scanner import Scanner
@@ -64,7 +58,6 @@ def build_app(services: Services, *, run_pool: bool = True) -> AmphigoryApp:
         pool_factory=pool_factory if run_pool else None,
         scan_runner=scan,
         startup=startup,
-        background=checks if run_pool else None,
         stop_signals=run_pool,
     )
     app_ref.append(app)
