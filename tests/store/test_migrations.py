@@ -61,3 +61,10 @@ def test_revisions_form_one_chain() -> None:
     chain = list(scripts.walk_revisions())
     assert chain[0].revision == head_revision()
     assert chain[-1].down_revision is None
+
+
+def test_head_constant_matches_the_migration_scripts() -> None:
+    """Startup compares the database with ``HEAD_REVISION`` without loading alembic: it must be the scripts' head."""
+    from amphigory_tui.store.migrate import HEAD_REVISION
+
+    assert head_revision() == HEAD_REVISION
