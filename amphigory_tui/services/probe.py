@@ -28,6 +28,7 @@ import select
 import signal
 import stat
 import struct
+import threading
 import time
 import weakref
 from collections import deque
@@ -65,6 +66,7 @@ _FLUSH_S = 0.05  # but never sits on an answer longer than this (the scanner sho
 _READY = "ready"
 _MAX_STARTUP_FAILURES = 3
 _CLOSE_GRACE_S = 1.0
+_CANCEL_SLICE_MS = 100  # with a cancel event, waits for answers are cut into slices this long
 
 
 # --------------------------------------------------------------------------------------------------- probe_file
@@ -654,8 +656,15 @@ class ProbePool:
             return result
         raise AssertionError("unreachable: probe_many yields one result per path")  # pragma: no cover
 
-    def probe_many(self, paths: Iterable[str]) -> Iterator[tuple[str, ProbeResult]]:
-        """Yield ``(path, result)`` for every path, in completion order, pulling paths only as workers free up."""
+    def probe_many(
+        self, paths: Iterable[str], cancel: threading.Event | None = None
+    ) -> Iterator[tuple[str, ProbeResult]]:
+        """Yield ``(path, result)`` for every path, in completion order, pulling paths only as workers free up.
+
+        Once ``cancel`` is set it stops within about ``_CANCEL_SLICE_MS``: no more paths are pulled, files still
+        in flight get no result (the scanner checkpoints only what it received) and their workers are replaced,
+        so one stuck inside libav costs neither the wait for ``timeout_s`` nor the next caller's time.
+        """
         if self.closed:
             raise AmphigoryError("the probe pool is closed")
         if self._streaming:
@@ -665,8 +674,12 @@ class ProbePool:
         source = iter(paths)
         exhausted = False
         mine: dict[int, _Request] = {}
+        slice_ms = None if cancel is None else _CANCEL_SLICE_MS
         try:
             while True:
+                if cancel is not None and cancel.is_set():
+                    self._recycle_busy(mine)
+                    return
                 batches: dict[int, list[_Request]] = {}
                 while not exhausted or self._backlog:
                     worker = self._free_worker()
@@ -689,7 +702,7 @@ class ProbePool:
                         self._send(worker, batches[id(worker)])
                 if not mine:
                     return
-                for request, result in self._pump():
+                for request, result in self._pump(slice_ms):
                     if mine.pop(request.rid, None) is not None:
                         yield request.path, result
         finally:
@@ -748,8 +761,8 @@ class ProbePool:
             return
         w.last_activity = time.monotonic()
 
-    def _pump(self) -> list[tuple[_Request, ProbeResult]]:
-        """Wait for answers, deaths or the next deadline; return the answered requests."""
+    def _pump(self, max_wait_ms: int | None = None) -> list[tuple[_Request, ProbeResult]]:
+        """Wait for answers, deaths or the next deadline (at most ``max_wait_ms``); return the answered requests."""
         deadline = min((self._deadline(w) for w in self._workers if w.queue or not w.ready), default=None)
         if any(w.broken for w in self._workers):
             timeout_ms = 0
@@ -757,6 +770,8 @@ class ProbePool:
             timeout_ms = -1
         else:
             timeout_ms = max(0, math.ceil((deadline - time.monotonic()) * 1000))
+        if max_wait_ms is not None and (timeout_ms < 0 or timeout_ms > max_wait_ms):
+            timeout_ms = max_wait_ms
         readable: list[_Worker] = []
         exited: list[_Worker] = []
         for fd, _event in self._poller.poll(timeout_ms):
@@ -815,14 +830,7 @@ class ProbePool:
         Files it finished but had not reported yet are probed again: cheaper than trusting a dying process.
         """
         rid, _started = w.current()
-        _kill(w)
-        w.process.join(_CLOSE_GRACE_S)
-        exitcode = w.process.exitcode
-        for fd in (w.conn.fileno(), w.process.sentinel):
-            self._poller.unregister(fd)
-            self._by_fd.pop(fd, None)
-        w.conn.close()
-        self._workers.remove(w)
+        exitcode = self._retire(w)
         retry = list(w.queue)
         culprit = next((r for r in retry if rid and r.rid == rid), None) if w.ready else None
         if culprit is None:
@@ -838,3 +846,28 @@ class ProbePool:
             raise AmphigoryError(f"probe workers keep dying outside any file ({_describe_exit(exitcode)})")
         self.restarts += 1
         self._workers.append(self._spawn())
+
+    def _retire(self, w: _Worker) -> int | None:
+        """Kill and reap a worker, forget its pipe and sentinel; its exit code."""
+        _kill(w)
+        w.process.join(_CLOSE_GRACE_S)
+        for fd in (w.conn.fileno(), w.process.sentinel):
+            self._poller.unregister(fd)
+            self._by_fd.pop(fd, None)
+        w.conn.close()
+        self._workers.remove(w)
+        return w.process.exitcode
+
+    def _recycle_busy(self, mine: dict[int, _Request]) -> None:
+        """After a cancel: replace every worker still holding the canceled stream's files.
+
+        Their answers would be dropped anyway, and one may be stuck inside libav until ``timeout_s``; a fresh
+        worker costs a fork.  Other requests they held (none while one stream runs at a time) go back to the backlog.
+        """
+        for w in [w for w in self._workers if any(r.rid in mine for r in w.queue)]:
+            self._retire(w)
+            for request in w.queue:
+                if request.rid in mine:
+                    request.orphan = True
+            self._backlog.extendleft(reversed([r for r in w.queue if not r.orphan]))
+            self._workers.append(self._spawn())

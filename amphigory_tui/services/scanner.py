@@ -63,8 +63,10 @@ _ERROR_SAMPLES = 20
 class Prober(Protocol):
     """What the scanner needs from a probe pool (``ProbePool`` has it; tests wrap it to count probes)."""
 
-    def probe_many(self, paths: Iterable[str]) -> Iterator[tuple[str, ProbeResult]]:
-        """Yield ``(path, result)`` for every path, in any order."""
+    def probe_many(
+        self, paths: Iterable[str], cancel: threading.Event | None = None
+    ) -> Iterator[tuple[str, ProbeResult]]:
+        """Yield ``(path, result)`` for every path, in any order; once ``cancel`` is set, stop promptly."""
         ...
 
 
@@ -257,12 +259,12 @@ class Scanner:
             self._prober = self._owned_pool
         return self._prober
 
-    def _probe_stream(self, feed: Iterator[str]) -> Iterator[tuple[str, ProbeResult]]:
+    def _probe_stream(self, feed: Iterator[str], cancel: threading.Event) -> Iterator[tuple[str, ProbeResult]]:
         """Probe what ``feed`` yields; the pool is only started if it yields anything."""
         first = next(feed, None)
         if first is None:
             return
-        yield from self._pool().probe_many(chain([first], feed))
+        yield from self._pool().probe_many(chain([first], feed), cancel)
 
     # ------------------------------------------------------------------ checkpoint
 
@@ -489,7 +491,7 @@ class _ScanRun:
         self.frontier = after
         self.seen_in_root = 0
         self.known = self.store.media.known(self.root)  # one query; the walk pops what it sees
-        for path, probe in self.s._probe_stream(self._feed(after)):
+        for path, probe in self.s._probe_stream(self._feed(after), self.cancel):
             self._on_probed(path, probe)
             self._maybe_flush()
             self._emit()

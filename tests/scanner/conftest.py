@@ -109,9 +109,11 @@ class CountingProber:
         self.after_each = after_each
         self.lock = threading.Lock()
 
-    def probe_many(self, paths: Iterable[str]) -> Iterator[tuple[str, ProbeResult]]:
+    def probe_many(
+        self, paths: Iterable[str], cancel: threading.Event | None = None
+    ) -> Iterator[tuple[str, ProbeResult]]:
         """Delegate, counting."""
-        for path, result in self.inner.probe_many(paths):
+        for path, result in self.inner.probe_many(paths, cancel):
             with self.lock:
                 self.paths.append(path)
             if self.after_each is not None:

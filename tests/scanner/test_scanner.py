@@ -8,12 +8,14 @@ import shutil
 import threading
 from pathlib import Path
 
+import pytest
+
 from amphigory_tui.domain.events import ScanProgress
 from amphigory_tui.domain.jobs import JobStatus
 from amphigory_tui.domain.media import MediaFile
-from amphigory_tui.services.probe import ProbePool
+from amphigory_tui.services.probe import FAULTS_ENV, HANG_MARKER, ProbePool
 from amphigory_tui.services.queries import LAST_SCAN_KEY
-from amphigory_tui.services.scanner import CHANGED_REASON, CHECKPOINT_KEY, MISSING_REASON, Scanner
+from amphigory_tui.services.scanner import CHANGED_REASON, CHECKPOINT_KEY, MISSING_REASON, Scanner, ScanSummary
 from amphigory_tui.services.walk import extension_set, sort_key, walk_media
 from amphigory_tui.store import Store
 from tests.scanner.conftest import (
@@ -201,6 +203,46 @@ def test_cancel_leaves_a_checkpoint_and_the_next_scan_resumes(library: Path, sto
     assert second.seen == len(ALL_AS_ROOT)  # counts span both runs, each file once
     assert second.added == len(ALL_AS_ROOT)
     assert store.state.get(CHECKPOINT_KEY) is None
+
+
+def test_cancel_does_not_wait_for_a_hanging_probe(
+    library: Path, store: Store, pool: ProbePool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A file that hangs libav: cancel ends the scan long before probe_timeout_s; the file is not recorded and the
+    checkpoint stays before it, so the resumed scan (faults off) probes it and completes the library."""
+    hang = str(library / f"Broken/zz {HANG_MARKER}.mkv")
+    shutil.copy(library / HOSTILE, hang)
+    monkeypatch.setenv(FAULTS_ENV, "1")
+    cancel = threading.Event()
+    summaries: list[ScanSummary] = []
+    with ProbePool(2, timeout_s=30) as hanging_pool:
+        pids = hanging_pool.pids
+        stopper = CountingProber(hanging_pool, after_each=lambda n: cancel.set() if n == 3 else None)
+        scanner = Scanner(store, settings_with(scanner__batch_size=2), prober=stopper)
+        thread = threading.Thread(
+            target=lambda: summaries.append(scanner.scan([str(library)], cancel=cancel)), daemon=True
+        )
+        thread.start()
+        thread.join(timeout=15)  # half of probe_timeout_s: only the cancel can end the scan in time
+        cancel.set()
+        assert not thread.is_alive()
+        pids += hanging_pool.pids
+    assert all(not os.path.exists(f"/proc/{pid}") for pid in pids)  # every worker reaped, the stuck one too
+    (summary,) = summaries
+    assert summary.canceled
+    assert hang not in stopper.paths and hang not in rows(store)
+    cp = Scanner(store, settings_with()).resumable([str(library)])
+    # Files the stuck worker had finished but not yet reported are dropped too: the frontier may not have moved.
+    assert cp is not None and (cp.last is None or sort_key(cp.last) < sort_key(hang))
+    recorded = rows(store)
+    assert all(
+        str(library / p) in recorded for p in ALL_AS_ROOT if cp.last and sort_key(str(library / p)) <= sort_key(cp.last)
+    )
+
+    resumed = CountingProber(pool)  # the session pool was started without the faults armed
+    second = Scanner(store, settings_with(), prober=resumed).scan([str(library)])
+    assert not second.canceled and hang in resumed.paths
+    assert set(rows(store)) == {str(library / p) for p in ALL_AS_ROOT} | {hang}
 
 
 def test_missing_files_are_found_across_an_interrupted_and_resumed_scan(

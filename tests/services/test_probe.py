@@ -7,6 +7,7 @@ import shutil
 import subprocess
 import sys
 import textwrap
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -345,6 +346,60 @@ def test_a_hanging_file_times_out(media: Path, tmp_path: Path, faults: None) -> 
         dead = before - set(pool.pids)
         assert len(dead) == 1 and _reaped(dead.pop())
     assert pool.closed
+
+
+def test_cancel_stops_waiting_on_a_hanging_file(media: Path, tmp_path: Path, faults: None) -> None:
+    """Cancel while a worker hangs: the call returns long before timeout_s, the hung file gets no result, the
+    stuck worker is replaced and reaped, and the pool serves the next call and closes cleanly."""
+    hang = tmp_path / f"movie {HANG_MARKER}.mkv"
+    shutil.copy(media / "hevc.mkv", hang)
+    good = [str(media / n) for n in ("h264_1080.mkv", "dvd.mpg", "legacy.avi")]
+    pulled: list[str] = []
+
+    def paths() -> Iterator[str]:
+        for path in [str(hang), *good, str(media / "clip.mp4")]:
+            pulled.append(path)
+            yield path
+
+    cancel = threading.Event()
+    others_done = threading.Event()
+    got: dict[str, str | None] = {}
+    failed: list[BaseException] = []
+    # depth 1: the hanging file holds one worker, and nothing else queues behind it.
+    pool = ProbePool(2, timeout_s=30, depth=1)
+    before = set(pool.pids)
+
+    def consume() -> None:
+        try:
+            for path, result in pool.probe_many(paths(), cancel):
+                got[path] = result.error
+                if len(got) == len(good):
+                    others_done.set()
+                    cancel.wait()  # keep the last path unpulled until the cancel
+        except BaseException as exc:  # pragma: no cover - reported by the asserts below
+            failed.append(exc)
+
+    thread = threading.Thread(target=consume, daemon=True)
+    thread.start()
+    try:
+        assert others_done.wait(timeout=20), got
+        cancel.set()
+        thread.join(timeout=5)  # far below timeout_s: only the cancel can end the call in time
+        assert not thread.is_alive()
+        assert failed == []
+        assert got == dict.fromkeys(good)  # the hanging file produced no result at all
+        assert str(media / "clip.mp4") not in pulled  # no new path was pulled after the cancel
+        stuck = before - set(pool.pids)
+        assert len(stuck) == 1 and _reaped(stuck.pop())
+        assert pool.restarts == 0  # a cancel is not a crash or a timeout
+        assert pool.probe(good[1]).video_codec == "mpeg2video"
+        again = dict(pool.probe_many(good, threading.Event()))
+        assert {p: r.error for p, r in again.items()} == dict.fromkeys(good)
+    finally:
+        cancel.set()
+        pids = pool.pids
+        pool.close()
+    assert all(_reaped(pid) for pid in pids)
 
 
 def test_markers_are_inert_without_the_env_var(media: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
