@@ -343,6 +343,9 @@ async def run_tool(
                 with anyio.move_on_after(_DRAIN_S):
                     await out_done.wait()
                     await err_done.wait()
+                    # The pipes close while a killed process is still exiting: wait until it is really gone.
+                    while _group_alive(handle.pgid):
+                        await anyio.sleep(_POLL_S)
             tg.cancel_scope.cancel()
     except BaseException as exc:
         with anyio.CancelScope(shield=True):
