@@ -83,6 +83,23 @@ class PagedRows(Generic[T]):
         self._pending.update(wanted)
         return wanted
 
+    def to_fetch(self, start: int, stop: int) -> list[int]:
+        """Ids to load so a few screens around ``[start, stop)`` are ready; none while the loaded margin suffices.
+
+        Loading ahead in one query, and only when the margin runs low, lets scrolling and paging mostly find their
+        rows already there.
+        """
+        height = max(stop - start, 10)
+        if not self.missing_any(start - height, stop + height):
+            return []
+        return self.missing(start - 2 * height, stop + 4 * height)
+
+    @staticmethod
+    def keep_around(start: int, stop: int) -> tuple[int, int]:
+        """The window of rows worth keeping cached around the visible ``[start, stop)``."""
+        margin = max(stop - start, 10) * 3
+        return start - margin, stop + margin
+
     def put(self, items: Iterable[T], *, keep: tuple[int, int] | None = None) -> None:
         """Store loaded items; when the cache is over its bound, drop items far from ``keep`` (a row range)."""
         for item in items:

@@ -241,12 +241,7 @@ class QueuePane(Vertical):
             self._structure_running = False
 
     def _load_rows(self, start: int, stop: int) -> None:
-        # Load a few screens around the view in one query, and only when the loaded margin runs low, so
-        # scrolling and paging mostly find their rows already there.
-        height = max(stop - start, 10)
-        if not self.rows.missing_any(start - height, stop + height):
-            return
-        wanted = self.rows.missing(start - 2 * height, stop + 4 * height)
+        wanted = self.rows.to_fetch(start, stop)
         if wanted:
             self._fetch_rows(self.rows.generation, wanted)
 
@@ -258,8 +253,7 @@ class QueuePane(Vertical):
     def _rows_loaded(self, message: JobRowsLoaded) -> None:
         message.stop()
         start, stop = self.table.visible_range()
-        margin = max(stop - start, 10) * 3
-        self.rows.put(message.jobs, keep=(start - margin, stop + margin))
+        self.rows.put(message.jobs, keep=self.rows.keep_around(start, stop))
         self.rows.forget_pending(message.requested)
         for job in message.jobs:
             self._remember(job)

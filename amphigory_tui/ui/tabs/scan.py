@@ -253,10 +253,7 @@ class ScanPane(Vertical):
 
     def load_rows(self, start: int, stop: int) -> None:
         """Load the files of the rows around ``[start, stop)``."""
-        height = max(stop - start, 10)
-        if not self.rows.missing_any(start - height, stop + height):
-            return
-        wanted = self.rows.missing(start - 2 * height, stop + 4 * height)
+        wanted = self.rows.to_fetch(start, stop)
         if wanted:
             self._fetch_rows(self.rows.generation, wanted)
 
@@ -268,8 +265,7 @@ class ScanPane(Vertical):
     def _rows_loaded(self, message: MediaRowsLoaded) -> None:
         message.stop()
         start, stop = self.table.visible_range()
-        margin = max(stop - start, 10) * 3
-        self.rows.put(message.files, keep=(start - margin, stop + margin))
+        self.rows.put(message.files, keep=self.rows.keep_around(start, stop))
         self.rows.forget_pending(message.requested)
         requested = set(message.requested)
         if any(self.rows.id_at(i) in requested for i in range(start, stop)):
