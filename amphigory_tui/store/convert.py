@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import asdict
 from typing import Any
 
 from amphigory_tui.domain.jobs import Attempt, Job, JobKind, JobStatus, PauseReason, Stage
@@ -80,42 +81,14 @@ def worker_from_row(r: Mapping[Any, Any]) -> WorkerInfo:
     )
 
 
-def audio_to_json(streams: tuple[AudioStream, ...]) -> str:
-    """Audio streams as a JSON array (stored once, not double-encoded as the Go tool did)."""
-    return json.dumps(
-        [
-            {
-                "index": s.index,
-                "codec": s.codec,
-                "language": s.language,
-                "channels": s.channels,
-                "channel_layout": s.channel_layout,
-                "title": s.title,
-                "default": s.default,
-                "forced": s.forced,
-            }
-            for s in streams
-        ],
-        ensure_ascii=False,
-    )
+def streams_to_json(streams: tuple[AudioStream, ...] | tuple[SubtitleStream, ...]) -> str:
+    """Audio or subtitle streams as a JSON array (stored once, not double-encoded as the Go tool did)."""
+    return json.dumps([asdict(s) for s in streams], ensure_ascii=False)
 
 
-def subtitles_to_json(streams: tuple[SubtitleStream, ...]) -> str:
-    """Subtitle streams as a JSON array."""
-    return json.dumps(
-        [
-            {
-                "index": s.index,
-                "codec": s.codec,
-                "language": s.language,
-                "title": s.title,
-                "default": s.default,
-                "forced": s.forced,
-            }
-            for s in streams
-        ],
-        ensure_ascii=False,
-    )
+def like_contains(needle: str) -> str:
+    """A LIKE pattern (escape character ``\\``) matching ``needle`` literally anywhere."""
+    return "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _audio_from_json(text: str | None) -> tuple[AudioStream, ...]:
@@ -138,8 +111,8 @@ def probe_columns(probe: ProbeResult) -> dict[str, Any]:
         "fps": probe.fps,
         "pix_fmt": probe.pix_fmt,
         "bit_depth": probe.bit_depth,
-        "audio_json": audio_to_json(probe.audio),
-        "subtitles_json": subtitles_to_json(probe.subtitles),
+        "audio_json": streams_to_json(probe.audio),
+        "subtitles_json": streams_to_json(probe.subtitles),
         "probe_error": probe.error,
     }
 

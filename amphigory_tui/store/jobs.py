@@ -46,7 +46,7 @@ from amphigory_tui.domain.jobs import (
     retry_delay,
     sources_of,
 )
-from amphigory_tui.store.convert import attempt_from_row, job_from_row
+from amphigory_tui.store.convert import attempt_from_row, job_from_row, like_contains
 from amphigory_tui.store.engine import Engines
 from amphigory_tui.store.orm import JobAttemptRow, JobRow, MediaFileRow
 
@@ -892,10 +892,10 @@ class JobStore:
         if not flt.include_dismissed:
             query = query.where(J.c.dismissed.is_(False))
         if flt.search:
-            query = query.where(J.c.input_path.ilike(_contains(flt.search), escape="\\"))
+            query = query.where(J.c.input_path.ilike(like_contains(flt.search), escape="\\"))
         if flt.path_contains:
             # Escaped like the search: a folder named "100%_done" must match itself, not everything.
-            query = query.where(or_(*(J.c.input_path.ilike(_contains(p), escape="\\") for p in flt.path_contains)))
+            query = query.where(or_(*(J.c.input_path.ilike(like_contains(p), escape="\\") for p in flt.path_contains)))
         return query
 
     def _get(self, conn: Connection, job_id: int) -> Job:
@@ -990,11 +990,6 @@ def _raw_row(raw: Any, sql: str, params: dict[str, Any]) -> dict[str, Any] | Non
 
 def _owned(stmt: Any, job_id: int, worker_id: str) -> Any:
     return stmt.where(and_(J.c.id == job_id, J.c.status == RUNNING, J.c.worker_id == worker_id))
-
-
-def _contains(needle: str) -> str:
-    """A LIKE pattern (escape character ``\\``) matching ``needle`` literally anywhere."""
-    return "%" + needle.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
 
 
 def _check_priority(priority: int) -> None:

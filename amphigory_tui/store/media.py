@@ -10,7 +10,7 @@ from sqlalchemy import Table, bindparam, case, func, or_, select, update
 
 from amphigory_tui.domain.clock import Clock
 from amphigory_tui.domain.media import Decision, LibraryStats, MediaFile, ProbeResult
-from amphigory_tui.store.convert import media_from_row, probe_columns, probe_from_row
+from amphigory_tui.store.convert import like_contains, media_from_row, probe_columns, probe_from_row
 from amphigory_tui.store.engine import Engines
 from amphigory_tui.store.orm import MediaFileRow
 
@@ -179,20 +179,7 @@ class MediaStore:
         A stale row already holding the new path (a file once scanned there, since gone) is removed first, so
         the library view shows one row for the one file.
         """
-        now = self._clock.now()
-        values = {
-            "path": path,
-            "size_bytes": size_bytes,
-            "mtime_ns": mtime_ns,
-            **probe_columns(probe),
-            "probed_at": now,
-            "should_transcode": decision.should_transcode,
-            "reason": decision.reason,
-            "priority": decision.priority,
-            "est_savings_pct": decision.est_savings_pct,
-            "missing": False,
-            "updated_at": now,
-        }
+        values = {"path": path, **_scan_values(size_bytes, mtime_ns, probe, decision, self._clock.now())}
         with self._db.write() as conn:
             conn.execute(M.delete().where(M.c.path == path, M.c.id != media_id))
             conn.execute(update(M).where(M.c.id == media_id).values(values))
@@ -293,16 +280,20 @@ def _sum_if(cond: Any) -> Any:
 
 
 def _record_values(r: MediaRecord, now: float) -> dict[str, Any]:
+    return {"root": r.root, **_scan_values(r.size_bytes, r.mtime_ns, r.probe, r.decision, now)}
+
+
+def _scan_values(size_bytes: int, mtime_ns: int, probe: ProbeResult, decision: Decision, now: float) -> dict[str, Any]:
+    """The columns a scan (or a finished transcode) writes: the file's stat, its probe and the rules' verdict."""
     return {
-        "root": r.root,
-        "size_bytes": r.size_bytes,
-        "mtime_ns": r.mtime_ns,
-        **probe_columns(r.probe),
+        "size_bytes": size_bytes,
+        "mtime_ns": mtime_ns,
+        **probe_columns(probe),
         "probed_at": now,
-        "should_transcode": r.decision.should_transcode,
-        "reason": r.decision.reason,
-        "priority": r.decision.priority,
-        "est_savings_pct": r.decision.est_savings_pct,
+        "should_transcode": decision.should_transcode,
+        "reason": decision.reason,
+        "priority": decision.priority,
+        "est_savings_pct": decision.est_savings_pct,
         "missing": False,
         "updated_at": now,
     }
@@ -314,7 +305,7 @@ def _filtered(query: Any, flt: MediaFilter) -> Any:
     if flt.needs_transcoding_only:
         query = query.where(M.c.should_transcode.is_(True))
     if flt.search:
-        pattern = "%" + flt.search.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+        pattern = like_contains(flt.search)
         query = query.where(or_(M.c.path.ilike(pattern, escape="\\"), M.c.reason.ilike(pattern, escape="\\")))
     return query
 
