@@ -99,6 +99,9 @@ async def test_pause_from_another_process_keeps_the_attempt(env: Env, clips: Cli
         pid = store.jobs.get(job.id).child_pid
         assert pid is not None
         pids.append(pid)
+        # Hold the encoder mid-encode: the pool polls requests once a second, and an unheld 6 s clip can finish
+        # first (a pause that arrives after the new file is placed lets the job complete, by design).
+        stop_process(pid)
         other.jobs.pause(job.id)
 
     await run_until(
