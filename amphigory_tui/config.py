@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 import typing
 from collections.abc import Mapping
@@ -28,9 +29,10 @@ def _spec(
     hi: float | None = None,
     choices: tuple[str, ...] | None = None,
     absolute: bool = False,
+    kind: str | None = None,
 ) -> Any:
-    """A dataclass field carrying its documentation and validation rules."""
-    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "absolute": absolute}
+    """A dataclass field carrying its documentation and validation rules (``kind``: "database_url" or "tool")."""
+    meta = {"doc": doc, "lo": lo, "hi": hi, "choices": choices, "absolute": absolute, "kind": kind}
     if isinstance(default, (list, dict, tuple)):
         frozen = tuple(default) if isinstance(default, (list, tuple)) else dict(default)
         return field(default_factory=lambda: frozen, metadata=meta)
@@ -58,7 +60,7 @@ DEFAULT_EXTENSIONS = (
 class DatabaseSettings:
     """[database]"""
 
-    url: str = _spec("", "SQLAlchemy URL; empty = SQLite file amphigory.db in the user data dir.")
+    url: str = _spec("", "SQLAlchemy URL; empty = SQLite file amphigory.db in the user data dir.", kind="database_url")
 
 
 @dataclass(frozen=True)
@@ -105,10 +107,10 @@ class JobsSettings:
 class ToolsSettings:
     """[tools]"""
 
-    handbrake: str = _spec("HandBrakeCLI", "HandBrakeCLI: a name on PATH or an absolute path.")
-    ffprobe: str = _spec("ffprobe", "ffprobe: a name on PATH or an absolute path.")
-    ffmpeg: str = _spec("ffmpeg", "ffmpeg: a name on PATH or an absolute path.")
-    makemkvcon: str = _spec("makemkvcon", "makemkvcon: a name on PATH or an absolute path.")
+    handbrake: str = _spec("HandBrakeCLI", "HandBrakeCLI: a name on PATH or an absolute path.", kind="tool")
+    ffprobe: str = _spec("ffprobe", "ffprobe: a name on PATH or an absolute path.", kind="tool")
+    ffmpeg: str = _spec("ffmpeg", "ffmpeg: a name on PATH or an absolute path.", kind="tool")
+    makemkvcon: str = _spec("makemkvcon", "makemkvcon: a name on PATH or an absolute path.", kind="tool")
 
 
 @dataclass(frozen=True)
@@ -234,8 +236,36 @@ class Settings:
         return new
 
 
+_URL_ALLOWED = "'' (the default SQLite file), sqlite:////absolute/path.db or postgresql+psycopg://user@host/db"
+_URL_SCHEME = re.compile(r"^(?P<backend>[a-z][a-z0-9]*)(?:\+[a-z0-9_]+)?://")
+
+
+def _database_url_problem(url: str) -> str | None:
+    """Why ``url`` cannot be amphigory's database, or None. Checked here so a bad URL fails with the config file
+    named and before any database is opened (the store checks it again when it builds its engines)."""
+    if not url:
+        return None
+    match = _URL_SCHEME.match(url)
+    if match is None:
+        return f"{url!r} is not a database URL"
+    backend = match["backend"]
+    if backend == "sqlite":
+        # sqlite:///rel.db is relative to wherever amphigory happens to start: a second, empty queue.
+        path = url[match.end() :].split("?", 1)[0].removeprefix("/")
+        if not path.startswith("/") or path == "/":
+            return f"{url!r} is not an absolute SQLite file path (write four slashes: sqlite:////path/to/amphigory.db)"
+        return None
+    if backend not in ("postgresql", "postgres"):
+        return f"{url!r} uses {backend!r}, which amphigory does not support"
+    return None
+
+
 def _describe(ftype: Any, meta: Mapping[str, Any]) -> str:
     """The allowed values of a field, in words."""
+    if meta.get("kind") == "database_url":
+        return _URL_ALLOWED
+    if meta.get("kind") == "tool":
+        return "a program name found on PATH (no slash) or an absolute path"
     if meta.get("choices"):
         return "one of " + ", ".join(repr(c) for c in meta["choices"])
     lo, hi = meta.get("lo"), meta.get("hi")
@@ -293,6 +323,11 @@ def _coerce(cls: type, key: str, raw: Any, *, where: str) -> Any:
             raise bad(f"{raw!r} is a relative path")
         if meta.get("choices") and raw not in meta["choices"]:
             raise bad(f"{raw!r} is not allowed")
+        if meta.get("kind") == "database_url" and (problem := _database_url_problem(raw)):
+            raise bad(problem)
+        # "bin/HandBrakeCLI" would be looked up relative to wherever amphigory starts.
+        if meta.get("kind") == "tool" and (not raw or ("/" in raw and not os.path.isabs(raw))):
+            raise bad(f"{raw!r} is a relative path" if raw else "is empty")
     elif typing.get_origin(ftype) is dict:
         if not isinstance(raw, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in raw.items()):
             raise bad(f"{raw!r} is not a table of strings")

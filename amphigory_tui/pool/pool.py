@@ -735,7 +735,8 @@ class WorkerPool:
                     await anyio.to_thread.run_sync(partial(self._resume_quietly, job.id))
             elif reason in ("cancel", "kill"):
                 text = "canceled by user" if reason == "cancel" else "killed by user"
-                await self._timed("finish", partial(self.store.jobs.cancel_running, job.id, wid, text))
+                done = await self._timed("finish", partial(self.store.jobs.cancel_running, job.id, wid, text))
+                text = done.error_message or text  # a requester's reason ("source file changed on disk")
                 self.emit(JobChanged(job.id, JobStatus.CANCELED, run.stage, text))
                 self.log(f"{text} in stage {_stage(run)}; temp files removed", job_id=job.id)
             elif reason == "stall":

@@ -42,6 +42,11 @@ class Engines:
         """Whether the database is SQLite."""
         return self.dialect == "sqlite"
 
+    @property
+    def url_for_messages(self) -> str:
+        """The URL with any password masked, for error messages."""
+        return make_url(self.url).render_as_string(hide_password=True)
+
     def sqlite_path(self) -> Path | None:
         """The SQLite database file, if any (its own files are never cleaned up)."""
         if not self.is_sqlite:

@@ -449,14 +449,21 @@ class JobStore:
         )
 
     def cancel_running(self, job_id: int, worker_id: str, reason: str = "canceled by user") -> Job:
-        """``running -> canceled`` by its owner, after it killed the child and removed the temp files."""
+        """``running -> canceled`` by its owner, after it killed the child and removed the temp files.
+
+        The reason given with a pending cancel/kill request (``cancel(reason=…)``, ``cancel_for_media``) wins over
+        ``reason``: the owner only saw "cancel", the job must say why ("source file changed on disk").
+        """
+        requested = case(
+            (J.c.control_request.in_(["cancel", "kill"]), func.coalesce(J.c.error_message, reason)), else_=reason
+        )
         return self._release(
             job_id,
             worker_id,
             JobStatus.CANCELED,
             "canceled",
-            reason,
-            error_message=reason,
+            None,
+            error_message=requested,
             temp_path=None,
             completed_at=True,
         )
@@ -488,7 +495,7 @@ class JobStore:
             values["completed_at"] = now
         with self._db.write() as conn:
             job = self._cas(conn, job_id, worker_id, values)
-            self._end_attempt(conn, job_id, outcome, error, now)
+            self._end_attempt(conn, job_id, outcome, job.error_message if error is None else error, now)
         return job
 
     # ------------------------------------------------------------------ the worker pool's batched calls
@@ -649,7 +656,14 @@ class JobStore:
             job = self._get(conn, job_id)
             if job.status not in TERMINAL:
                 raise InvalidTransition(job_id, job.status.value, "dismissed")
-            conn.execute(update(J).where(J.c.id == job_id).values(dismissed=True, updated_at=self._clock.now()))
+            # The status in the WHERE: on PostgreSQL a resubmit may commit between the read and this update.
+            done = conn.execute(
+                update(J)
+                .where(J.c.id == job_id, J.c.status.in_([s.value for s in TERMINAL]))
+                .values(dismissed=True, updated_at=self._clock.now())
+            )
+            if not done.rowcount:
+                raise InvalidTransition(job_id, self._get(conn, job_id).status.value, "dismissed")
             return self._get(conn, job_id)
 
     def set_priority(self, job_id: int, priority: int) -> Job:
@@ -679,8 +693,11 @@ class JobStore:
                     ).rowcount
                     or 0
                 )
+                # A pending kill stays a kill; either way the owner records this reason (see cancel_running).
                 busy = update(J).where(J.c.media_file_id.in_(chunk), J.c.status == RUNNING)
-                count += int(conn.execute(busy.values(control_request="cancel", updated_at=now)).rowcount or 0)
+                request = case((J.c.control_request == "kill", "kill"), else_="cancel")
+                values = {"control_request": request, "error_message": reason, "updated_at": now}
+                count += int(conn.execute(busy.values(values)).rowcount or 0)
         return count
 
     # ------------------------------------------------------------------ recovery
@@ -952,10 +969,12 @@ class JobStore:
                 if _REQUEST_RANK.get(job.control_request or "", 0) >= _REQUEST_RANK[request]:
                     return job
                 # The owner holds the child process; it sees the request within a second and finishes the move.
+                # A cancel's reason travels with the request; the owner's cancel_running records it.
+                why = {"error_message": reason} if target is JobStatus.CANCELED and reason else {}
                 conn.execute(
                     update(J)
                     .where(J.c.id == job_id, J.c.status == RUNNING)
-                    .values(control_request=request, updated_at=now)
+                    .values(control_request=request, updated_at=now, **why)
                 )
                 return self._get(conn, job_id)
             values: dict[str, Any] = {"updated_at": now}

@@ -66,11 +66,20 @@ def is_at_head(engines: Engines) -> bool:
 
 def upgrade_to_head(engines: Engines) -> None:
     """Apply every pending migration, holding the writer lock so concurrent starters wait their turn."""
-    if is_at_head(engines):
+    current = current_revision(engines)
+    if current == HEAD_REVISION:
         return
     from alembic import command
+    from alembic.script import ScriptDirectory
 
     cfg = alembic_config(engines)
+    known = {script.revision for script in ScriptDirectory.from_config(cfg).walk_revisions()}
+    if current is not None and current not in known:
+        # A newer amphigory migrated this database: downgrading it silently could lose what that version stored.
+        raise StoreError(
+            f"the database {engines.url_for_messages} is at migration {current!r}, which this amphigory "
+            f"({HEAD_REVISION!r} is its newest) does not know: it was written by a newer version; upgrade amphigory"
+        )
     with engines.write() as conn:
         if engines.dialect == "postgresql":
             conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": _PG_LOCK_KEY})

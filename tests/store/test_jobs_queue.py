@@ -7,7 +7,7 @@ from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from amphigory_tui.domain.clock import FixedClock
-from amphigory_tui.domain.errors import UsageError
+from amphigory_tui.domain.errors import InvalidTransition, UsageError
 from amphigory_tui.domain.jobs import Job, JobStatus
 from amphigory_tui.store import JobFilter, Store
 from tests.store.helpers import count_rows, media_record, seed_candidates, seed_media
@@ -196,6 +196,34 @@ def test_cancel_for_media_stops_the_live_jobs_of_those_files(store: Store, clock
         )
     assert store.jobs.get(by_media[untouched[0]].id).status is JobStatus.QUEUED
     assert store.jobs.cancel_for_media([], "nothing") == 0
+    # The owner only sees "cancel"; the job and its attempt record why.
+    done = store.jobs.cancel_running(running.id, "w1")
+    assert (done.status, done.error_message) == (JobStatus.CANCELED, "the file changed on disk")
+    assert [(a.outcome, a.error) for a in store.jobs.attempts(running.id)] == [("canceled", "the file changed on disk")]
+
+
+def test_an_in_process_cancel_does_not_pick_up_an_old_error(store: Store, clock: FixedClock) -> None:
+    """With no cancel request pending, the owner's own reason is recorded, not a previous attempt's error."""
+    seed_candidates(store, 1)
+    store.jobs.queue_for_transcoding()
+    first = store.jobs.claim("w1")
+    assert first is not None
+    assert store.jobs.fail(first.id, "w1", "HandBrakeCLI crashed").status is JobStatus.QUEUED
+    clock.advance(10_000)  # past the retry delay
+    second = store.jobs.claim("w1")
+    assert second is not None and second.id == first.id and second.error_message == "HandBrakeCLI crashed"
+    done = store.jobs.cancel_running(second.id, "w1", "killed by user")
+    assert done.error_message == "killed by user"
+
+
+def test_dismiss_refuses_a_live_job(store: Store) -> None:
+    """Only a finished job can be hidden; the refusal names its status and changes nothing."""
+    seed_candidates(store, 1)
+    store.jobs.queue_for_transcoding()
+    job = store.jobs.list_jobs()[0]
+    with pytest.raises(InvalidTransition):
+        store.jobs.dismiss(job.id)
+    assert store.jobs.get(job.id).dismissed is False
 
 
 def _finish(store: Store, ending: str) -> Job:

@@ -6,6 +6,7 @@ Each docstring says what the picture must show; review the SVGs against it befor
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -17,11 +18,16 @@ SIZES = [pytest.param((80, 24), id="80x24"), pytest.param((120, 40), id="120x40"
 
 
 @pytest.fixture
-def snap_world(world_factory: Callable[..., World], monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> World:
+def snap_world(world_factory: Callable[..., World], monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> World:
     """The seeded world with paths that are the same on every run (they show on the settings screen)."""
     monkeypatch.chdir(tmp_path)
     monkeypatch.setenv("XDG_CONFIG_HOME", "/home/user/.config")
-    return world_factory(database={"url": "sqlite:///amphigory.db"}, paths={"work_dir": "/srv/amphigory/work"})
+    # The database URL must be absolute and the same on every run: a fixed symlink to this test's directory.
+    fixed = Path("/tmp/amphigory-snapshots")
+    if fixed.is_symlink() or fixed.exists():
+        fixed.unlink()
+    fixed.symlink_to(tmp_path, target_is_directory=True)
+    return world_factory(database={"url": f"sqlite:///{fixed}/amphigory.db"}, paths={"work_dir": "/srv/amphigory/work"})
 
 
 def wait_for_poll(*keys: str) -> Callable[[Pilot[Any]], Any]:
@@ -108,7 +114,8 @@ def test_job_detail_screen(snap_world: World, snap_compare: Any, size: tuple[int
 @pytest.mark.parametrize("size", SIZES)
 def test_settings_screen(snap_world: World, snap_compare: Any, size: tuple[int, int]) -> None:
     """Settings: title "Settings · no config file; save writes /home/user/.config/amphigory/config.toml"
-    (wrapped at 80), rows database.url "sqlite:///amphigory.db" (cursor), library.roots, paths, workers.count 2
-    … each with its source "default" (dim) in the last column, also at 80 columns; at the bottom the help of
-    database.url and "Allowed: a string · applies at the next start"."""
+    (wrapped at 80), rows database.url "sqlite:////tmp/amphigory-snapshots/amphigory.db" (cursor),
+    library.roots, paths, workers.count 2 … each with its source "default" (dim) in the last column, also at
+    80 columns; at the bottom the help of database.url, and at 120 columns also "Allowed: '' (the default SQLite
+    file), sqlite:////absolute/path.db or postgresql+psycopg://user@host/db · applies at" (cut at the edge)."""
     assert snap_compare(snap_world.app(), terminal_size=size, run_before=snapshot_run("S"))

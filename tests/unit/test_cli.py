@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sqlite3
 import subprocess
 import sys
 from pathlib import Path
@@ -100,3 +101,17 @@ def test_doctor_names_a_missing_tool(tmp_path: Path) -> None:
     result = amphigory("doctor", config=config)
     assert result.returncode == 1
     assert "HandBrakeCLI-not-here was not found; install it with: apt-get install handbrake-cli" in result.stdout
+
+
+def test_a_database_from_a_newer_version_is_one_line_not_a_traceback(tmp_path: Path) -> None:
+    """A revision this version does not know (a newer amphigory migrated it): exit 1, one line naming the database."""
+    config = make_config(tmp_path)
+    assert amphigory("db", "upgrade", config=config).returncode == 0
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        conn.execute("UPDATE alembic_version SET version_num = '9999'")
+    result = amphigory("jobs", config=config)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stderr and result.stderr.strip().count("\n") == 0
+    assert "db.sqlite" in result.stderr and "'9999'" in result.stderr and "newer version" in result.stderr
+    with sqlite3.connect(tmp_path / "db.sqlite") as conn:
+        assert conn.execute("SELECT version_num FROM alembic_version").fetchone() == ("9999",)

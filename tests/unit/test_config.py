@@ -58,6 +58,11 @@ def test_env_var_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         ('[transcode]\noriginal_policy = "backup"\n', "needs [paths] backup_dir"),
         ("[scanner]\nfollow_symlinks = 1\n", "[scanner] follow_symlinks: 1 is not a boolean"),
         ("workers = 3\n", "[workers] must be a table"),
+        ('[database]\nurl = "sqlite:///rel.db"\n', "[database] url: 'sqlite:///rel.db' is not an absolute SQLite"),
+        ('[database]\nurl = "mysql://db/x"\n', "[database] url: 'mysql://db/x' uses 'mysql', which amphigory does"),
+        ('[database]\nurl = "amphigory.db"\n', "[database] url: 'amphigory.db' is not a database URL; allowed: ''"),
+        ('[tools]\nhandbrake = "bin/HandBrakeCLI"\n', "[tools] handbrake: 'bin/HandBrakeCLI' is a relative path"),
+        ('[tools]\nffprobe = ""\n', "[tools] ffprobe: is empty; allowed: a program name found on PATH"),
     ],
 )
 def test_bad_config_is_one_message_naming_file_and_key(tmp_path: Path, text: str, expected: str) -> None:
@@ -98,3 +103,9 @@ def test_cli_bad_config_exit_2_no_traceback_no_database(tmp_path: Path, isolated
     assert result.stderr.strip().count("\n") == 0
     assert str(path) in result.stderr and "stall_timeout_s" in result.stderr
     assert not list(isolated_user_dirs.rglob("*.db"))
+
+
+def test_database_urls_that_are_accepted() -> None:
+    """An absolute SQLite file, PostgreSQL with or without a driver name, and empty (the default file)."""
+    for url in ("", "sqlite:////srv/amphigory/amphigory.db", "postgresql://u@h/db", "postgresql+psycopg://u@h/db"):
+        assert Settings().with_value("database.url", url).database.url == url
