@@ -16,10 +16,9 @@ def db() -> None:
 @pass_cli
 def upgrade(cli: CliContext) -> None:
     """Migrate the database to the latest schema (amphigory also does this at every start)."""
-    from amphigory_tui.store.migrate import current_revision
-
     services = cli.services(migrate=True)
-    click.echo(f"database at revision {current_revision(services.store.engines)}: {services.settings.database_url}")
+    current, _head = services.schema_revisions()
+    click.echo(f"database at revision {current}: {services.settings.database_url}")
 
 
 COMMANDS = [db]

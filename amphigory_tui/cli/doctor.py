@@ -14,12 +14,17 @@ from amphigory_tui.cli.context import CliContext, pass_cli
 from amphigory_tui.config import Settings
 from amphigory_tui.domain.errors import AmphigoryError
 
-# (config key, package to install, needed for what, required now)
+# (config key, how to install it, needed for what, required now)
 TOOLS = (
-    ("handbrake", "handbrake-cli", "transcoding", True),
-    ("ffprobe", "ffmpeg", "validating outputs", True),
-    ("ffmpeg", "ffmpeg", "test media and previews", False),
-    ("makemkvcon", "makemkv (from makemkv.com; not in Debian)", "ripping discs", False),
+    ("handbrake", "install it with: apt-get install handbrake-cli", "transcoding", True),
+    ("ffprobe", "install it with: apt-get install ffmpeg", "validating outputs", True),
+    ("ffmpeg", "install it with: apt-get install ffmpeg", "test media and previews", False),
+    (
+        "makemkvcon",
+        "it is not in Debian: install MakeMKV from https://www.makemkv.com/ (makemkv-oss and makemkv-bin)",
+        "ripping discs",
+        False,
+    ),
 )
 
 
@@ -38,10 +43,10 @@ def check_tools(settings: Settings) -> list[Check]:
     from amphigory_tui.services.proc import resolve_tool, run_quick
 
     checks = []
-    for key, package, purpose, required in TOOLS:
+    for key, how, purpose, required in TOOLS:
         name = getattr(settings.tools, key)
         try:
-            path = resolve_tool(name, package_hint=package)
+            path = resolve_tool(name, install_hint=how)
             flag = "--version" if key in ("handbrake",) else "-version"
             result = run_quick([path, flag] if key != "makemkvcon" else [path], timeout_s=15)
             lines = [ln for ln in (*result.stdout_tail, *result.stderr_tail) if ln.strip()]
@@ -65,14 +70,11 @@ def check_dir(label: str, path: Path) -> Check:
 
 def check_database(cli: CliContext) -> Check:
     """The database answers and is at the latest migration (doctor does not migrate it)."""
-    from amphigory_tui.store.migrate import current_revision, head_revision
-
     try:
         services = cli.services(migrate=False)
-        current = current_revision(services.store.engines)
+        current, head = services.schema_revisions()
     except AmphigoryError as exc:
         return Check("database", False, str(exc))
-    head = head_revision()
     url = services.settings.database_url
     if current != head:
         return Check(

@@ -29,7 +29,7 @@ def queue(cli: CliContext, limit: int | None) -> None:
     type=click.Choice([s.value for s in JobStatus]),
     help="Only jobs with this status (repeatable).",
 )
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per job, for scripts.")
+@click.option("--json", "as_json", is_flag=True, help="A JSON array with one object per job, for scripts.")
 @click.option("--limit", type=click.IntRange(min=1), default=None, help="At most N jobs.")
 @pass_cli
 def jobs(cli: CliContext, statuses: tuple[str, ...], as_json: bool, limit: int | None) -> None:

@@ -418,9 +418,10 @@ def run_quick(argv: Sequence[str | os.PathLike[str]], timeout_s: float = 10.0, *
     )
 
 
-def resolve_tool(name_or_path: str, *, package_hint: str = "") -> str:
-    """The absolute path of a tool given by name (looked up on PATH) or path; ``ToolNotFound`` with a hint."""
-    hint = f"install it with: apt-get install {package_hint}" if package_hint else ""
+def resolve_tool(name_or_path: str, *, package_hint: str = "", install_hint: str = "") -> str:
+    """The absolute path of a tool given by name (looked up on PATH) or path; ``ToolNotFound`` with a hint
+    (``install_hint`` verbatim, else "install it with: apt-get install <package_hint>")."""
+    hint = install_hint or (f"install it with: apt-get install {package_hint}" if package_hint else "")
     if not name_or_path:
         raise ToolNotFound("(empty tool name)", hint)
     if os.sep in name_or_path:

@@ -25,6 +25,12 @@ class Services:
         """Release the database."""
         self.store.close()
 
+    def schema_revisions(self) -> tuple[str | None, str | None]:
+        """``(the database's migration, the newest one this version ships)``; alembic is loaded for the second."""
+        from amphigory_tui.store.migrate import current_revision, head_revision
+
+        return current_revision(self.store.engines), head_revision()
+
 
 def open_services(settings: Settings, *, clock: Clock = SYSTEM_CLOCK, migrate: bool = True) -> Services:
     """Open the database (migrating it) and build the facades."""
