@@ -374,7 +374,8 @@ class AmphigoryApp(App[None]):
         old = self.settings
         self.ctx.settings = new
         pool = self.ctx.pool
-        if pool is not None and new.workers.count != pool.size:
+        # Only a change of workers.count itself resizes: applying another key must leave the pool as it is.
+        if pool is not None and new.workers.count != old.workers.count and new.workers.count != pool.size:
             pool.set_size(new.workers.count)
         if new.ui.dark != old.ui.dark or self.theme not in (DARK, theme_name(False)):
             self.theme = theme_name(new.ui.dark)

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import ast
 from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import anyio
 import pytest
 from textual.command import CommandPalette
 from textual.widgets import TabbedContent
 
+import amphigory_tui.ui
 from amphigory_tui.pool.pool import WorkerSnapshot
 from amphigory_tui.ui.screens.help import HelpScreen, binding_groups
 from amphigory_tui.ui.theme import DARK, LIGHT
@@ -109,6 +112,54 @@ async def test_help_lists_every_binding(world: World) -> None:
             assert binding_id in text, binding_id
         await press(pilot, "escape")
         assert not isinstance(app.screen, HelpScreen)
+
+
+def declared_binding_ids() -> set[str]:
+    """Every ``Binding(..., id="…")`` written anywhere in amphigory_tui/ui (read from the source, not the help)."""
+    root = Path(amphigory_tui.ui.__file__).parent
+    found: set[str] = set()
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) == "Binding":
+                for keyword in node.keywords:
+                    if keyword.arg == "id" and isinstance(keyword.value, ast.Constant):
+                        found.add(str(keyword.value.value))
+    return found
+
+
+async def test_help_lists_every_declared_binding_and_textuals_quit_keys(world: World) -> None:
+    """Every binding id declared in the UI code (dialogs and prompts included) is on the help screen, in a group
+    saying where it applies, and so are Textual's own ctrl+q and ctrl+c."""
+    declared = declared_binding_ids()
+    assert {"confirm-yes", "confirm-no", "prompt-cancel", "unsaved-save", "detail-close", "help-close"} <= declared
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "question_mark")
+        assert isinstance(app.screen, HelpScreen)
+        lines = static_text(app.screen.query_one("#help-text"), width=120).splitlines()
+        shown = {line.split()[-1] for line in lines if line.strip()}
+        assert declared <= shown, sorted(declared - shown)
+        assert "Yes/no questions (quit, P/C on matches)" in [line.strip() for line in lines]
+        quits = [line for line in lines if "Quit, as q" in line]
+        assert [line.split()[0] for line in quits] == ["^q", "^c"]
+
+
+async def test_remapping_a_dialog_key_is_not_reported_unknown(world_factory: Callable[..., World]) -> None:
+    """`confirm-yes = "Y"` is a known id (no warning), and the quit question then answers to Y, not y."""
+    world = world_factory(ui={"keymap": {"confirm-yes": "Y"}})
+    pool = FakePool(world.ids.running)
+    app = world.app(pool=pool)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        assert not any("no binding has the id" in n for n in notes(app))
+        await press(pilot, "q", "y")
+        assert isinstance(app.screen, ConfirmModal) and pool.shutdowns == []
+        await pilot.press("Y")
+        for _ in range(40):
+            if app._exit:
+                break
+            await pilot.pause(0.05)
+        assert pool.shutdowns == [(True, True)]
 
 
 async def test_ctrl_t_switches_light_and_dark(world: World) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import pytest
 
@@ -261,6 +262,59 @@ async def test_search_filters_and_bulk_pause_and_cancel(world: World) -> None:
         assert queries.job(ids.completed).status is JobStatus.COMPLETED
         await press(pilot, "escape")
         assert len(shown_ids(app)) == 8
+
+
+async def test_bulk_keys_wait_for_the_matches_of_the_current_search(
+    world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """P pressed while the search's reload is still running pauses nothing (the list shown is the unfiltered one);
+    once the matches are shown, P pauses only them."""
+    ids = world.ids
+    queries = world.services.queries
+    entered = threading.Event()
+    release = threading.Event()
+    job_ids = queries.job_ids
+
+    def slow_job_ids(**kwargs: Any) -> list[int]:
+        # The search's id query blocks until the test lets it go: the slow query of a big table, without a clock.
+        if kwargs.get("search") == "doctor":
+            entered.set()
+            assert release.wait(30), "the test never released the query"
+        return job_ids(**kwargs)
+
+    monkeypatch.setattr(queries, "job_ids", slow_job_ids)
+    app = world.app()
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        before = {j.id: j for j in queries.jobs()}
+        try:
+            # Not press(): settling would wait for the blocked query.
+            await pilot.press("slash", *"doctor", "enter")
+            for _ in range(500):
+                if entered.is_set():
+                    break
+                await pilot.pause(0.01)
+            assert entered.is_set()
+            assert len(shown_ids(app)) == 8  # still the unfiltered list
+            filters_while_loading = static_text(app.queue_pane.query_one("#queue-filters"))
+            await pilot.press("P")
+            await pilot.pause()
+            opened_dialog = isinstance(app.screen, ConfirmModal)
+            await pilot.press("y")  # confirms the dialog, had one been opened on the stale list
+        finally:
+            release.set()
+        await settle(pilot)
+        assert {j.id: j for j in queries.jobs()} == before
+        assert not opened_dialog
+        assert any("Still searching" in n for n in notes(app))
+        assert "searching…" in filters_while_loading
+        assert sorted(shown_ids(app)) == sorted([ids.queued_tv, ids.completed, ids.canceled])
+        assert "3 matches" in static_text(app.queue_pane.query_one("#queue-filters"))
+        await press(pilot, "P", "y")
+        assert queries.job(ids.queued_tv).status is JobStatus.PAUSED
+        for job_id, job in before.items():
+            if job_id != ids.queued_tv:
+                assert queries.job(job_id) == job, f"job {job_id} is not a match but changed"
 
 
 async def test_path_filter_cycles_and_actions_hit_the_visible_row(world: World) -> None:

@@ -161,6 +161,35 @@ async def test_leaving_with_unsaved_changes_asks(world: World, config_file: Path
     assert load_settings(config_file).workers.count == 4
 
 
+async def test_workers_tab_resize_survives_other_settings(world: World, config_file: Path) -> None:
+    """`+` twice on the Workers tab: the settings screen shows workers.count 4, and editing, discarding and saving
+    other keys leaves the pool at 4 (the file keeps its 2)."""
+    pool = FakePool(world.ids.running)
+    pool.size = 2  # as the file says
+    app = app_on_file(world, config_file, pool)
+    async with app.run_test(size=SIZE) as pilot:
+        await press(pilot, "3", "plus", "plus")
+        assert pool.size == 4 and app.settings.workers.count == 4
+        await press(pilot, "S")
+        screen = app.screen
+        assert isinstance(screen, SettingsScreen)
+        rows = {r.dotted: r for r in screen.list.rows}
+        assert screen._cells(rows["workers.count"], True)[1] == "4"
+        await edit(pilot, "ui.dark", "false")
+        assert pool.size == 4
+        await press(pilot, "D")
+        assert pool.size == 4 and app.settings.workers.count == 4
+        await edit(pilot, "ui.poll_interval_s", "0.5")
+        await press(pilot, "ctrl+s")
+        assert load_settings(config_file).ui.poll_interval_s == 0.5
+        assert load_settings(config_file).workers.count == 2
+        assert pool.size == 4 and app.settings.workers.count == 4
+        assert screen._cells(rows["workers.count"], True)[1] == "4"
+        await press(pilot, "escape")
+        assert not isinstance(app.screen, (SettingsScreen, SaveDiscardModal))
+        assert pool.size == 4
+
+
 def test_parse_input_follows_the_key_type() -> None:
     """Typed text becomes the value the loader would read from TOML, guided by the current value's type."""
     assert parse_input("5", 2) == 5

@@ -49,7 +49,7 @@ def wait_for_poll(*keys: str) -> Callable[[Pilot[Any]], Any]:
 @pytest.mark.parametrize("size", SIZES)
 def test_queue_tab(snap_world: World, snap_compare: Any, size: tuple[int, int]) -> None:
     """Queue tab: stats line "2 files need transcoding · 2 queued · 1 running · 1 failed · saved 0.7 GB"
-    (wrapped at 80 columns), sections "All 8 │ Active 2 │ Queued 2 │ Failed 2 │ Done 2", then 8 jobs: #6 Alien
+    (on one line at both sizes), sections "All 8 │ Active 2 │ Queued 2 │ Failed 2 │ Done 2", then 8 jobs: #6 Alien
     running (cyan, transcode, a bar at 42.5 %, 23.5 fps, ETA 12m34s at 120 columns), #5 Blade Runner paused
     (orange), two queued TV episodes shown as "Doctor Who/S01E02.mkv" and "The Expanse/S02E03.mkv" (blue),
     Casablanca failed (bold red), S01E01 completed "done" (green), S01E03 canceled (grey), Jaws skipped (yellow).
@@ -88,8 +88,9 @@ def test_log_tab(snap_world: World, snap_compare: Any, size: tuple[int, int]) ->
 @pytest.mark.parametrize("size", SIZES)
 def test_help_screen(snap_world: World, snap_compare: Any, size: tuple[int, int]) -> None:
     """Help: a bordered box titled "Keys · Esc closes · remap in the config file: [ui] keymap = { id = "keys" }"
-    (cut at 80), the "Everywhere" group first (1–4, ?, S, ^t, ^r, q, ^p) with each binding's description and
-    id (tab-scan, help, quit…), then "Tables" (↑ k, ↓ j, pgup ^b…)."""
+    (cut at 80), the "Everywhere" group first (1–4, ?, S, ^t, ^r, q, ^p, then Textual's ^q and ^c as "Quit, as q
+    (Textual's; no id)", each on one line also at 80) with each binding's description and id (tab-scan, help,
+    quit…), then a blank line and "Tables" (↑ k, ↓ j, pgup ^b…); each group title is a line of its own."""
     assert snap_compare(snap_world.app(), terminal_size=size, run_before=snapshot_run("question_mark"))
 
 

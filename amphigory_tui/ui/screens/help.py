@@ -1,10 +1,12 @@
-"""The help screen: every key of every tab, as remapped by ``[ui] keymap``, with the binding ids to remap them."""
+"""The help screen: every key of every tab, screen and dialog, as remapped by ``[ui] keymap``, with the binding
+ids to remap them."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import ClassVar
 
+from rich.console import Group, RenderableType
 from rich.table import Table
 from rich.text import Text
 from textual.app import ComposeResult
@@ -24,28 +26,50 @@ def _bindings(items: Iterable[BindingType]) -> list[Binding]:
     return out
 
 
+TEXTUAL_BINDINGS = [
+    # Textual's own App bindings (App.BINDINGS): they have no id, so the keymap cannot move them.
+    Binding("ctrl+q", "quit", "Quit, as q (Textual's; no id)"),
+    Binding("ctrl+c", "help_quit", "Quit, as q (Textual's; no id)"),
+]
+
+
 def binding_groups() -> list[tuple[str, list[Binding]]]:
-    """Every binding of the app, grouped as the help screen shows them."""
+    """Every binding of the app, grouped by where it applies, as the help screen shows them."""
     from amphigory_tui.ui.app import AmphigoryApp
     from amphigory_tui.ui.screens.action_menu import ActionMenu
-    from amphigory_tui.ui.screens.settings import SettingsScreen
+    from amphigory_tui.ui.screens.job_detail import JobDetailScreen
+    from amphigory_tui.ui.screens.prompt import PromptModal
+    from amphigory_tui.ui.screens.settings import SaveDiscardModal, SettingsScreen
     from amphigory_tui.ui.tabs.log import LogPane
     from amphigory_tui.ui.tabs.queue import QueuePane
     from amphigory_tui.ui.tabs.scan import ScanPane
     from amphigory_tui.ui.tabs.workers import WorkersPane
+    from amphigory_tui.ui.widgets.confirm import ConfirmModal
     from amphigory_tui.ui.widgets.job_table import JobTable
     from amphigory_tui.ui.widgets.log_view import LogView
     from amphigory_tui.ui.widgets.virtual_table import VirtualTable
 
     return [
-        ("Everywhere", [*_bindings(AmphigoryApp.BINDINGS), Binding("ctrl+p", "command_palette", "Command palette")]),
+        (
+            "Everywhere",
+            [
+                *_bindings(AmphigoryApp.BINDINGS),
+                Binding("ctrl+p", "command_palette", "Command palette"),
+                *TEXTUAL_BINDINGS,
+            ],
+        ),
         ("Tables", _bindings(VirtualTable.BINDINGS)),
         ("Scan tab (1)", _bindings(ScanPane.BINDINGS)),
         ("Queue tab (2)", _bindings(JobTable.BINDINGS) + _bindings(QueuePane.BINDINGS)),
         ("Workers tab (3)", _bindings(WorkersPane.BINDINGS)),
         ("Log tab (4)", _bindings(LogPane.BINDINGS) + _bindings(LogView.BINDINGS)),
         ("Action menu (Enter on a job)", _bindings(ActionMenu.BINDINGS)),
+        ("Job details (i)", _bindings(JobDetailScreen.BINDINGS)),
         ("Settings screen (S)", _bindings(SettingsScreen.BINDINGS)),
+        ("Unsaved settings (Esc on the settings screen)", _bindings(SaveDiscardModal.BINDINGS)),
+        ("Yes/no questions (quit, P/C on matches)", _bindings(ConfirmModal.BINDINGS)),
+        ("Value prompts (priority, a setting)", _bindings(PromptModal.BINDINGS)),
+        ("This help (?)", _bindings(HelpScreen.BINDINGS)),
     ]
 
 
@@ -56,7 +80,7 @@ def keys_of(binding: Binding, keymap: Mapping[str, str]) -> list[str]:
 
 
 class HelpScreen(ModalScreen[None]):
-    """Every binding, per tab; Esc or ? closes."""
+    """Every binding, grouped by where it applies; Esc or ? closes."""
 
     DEFAULT_CSS = """
     HelpScreen { align: center middle; }
@@ -74,14 +98,18 @@ class HelpScreen(ModalScreen[None]):
             body.border_title = 'Keys · Esc closes · remap in the config file: \\[ui] keymap = { id = "keys" }'
             yield Static(self._table(), id="help-text")
 
-    def _table(self) -> Table:
+    def _table(self) -> Group:
         keymap: Mapping[str, str] = self.app.settings.ui.keymap if hasattr(self.app, "settings") else {}
-        table = Table(box=None, expand=True, show_header=False, pad_edge=False)
-        table.add_column("Keys", no_wrap=True, style="bold", width=16)
-        table.add_column("What", ratio=1)
-        table.add_column("Id", no_wrap=True, style="dim", width=22)
+        parts: list[RenderableType] = []
         for title, bindings in binding_groups():
-            table.add_row(Text(title, style="bold underline"), "", "")
+            if parts:
+                parts.append(Text(""))
+            # The title is a line of its own: in the 16-column keys column a long one ("Unsaved settings…") was cut.
+            parts.append(Text(title, style="bold underline"))
+            table = Table(box=None, expand=True, show_header=False, pad_edge=False)
+            table.add_column("Keys", no_wrap=True, style="bold", width=16)
+            table.add_column("What", ratio=1)
+            table.add_column("Id", no_wrap=True, style="dim", width=22)
             seen: set[tuple[str, str]] = set()
             for binding in bindings:
                 keys = keys_of(binding, keymap)
@@ -90,8 +118,8 @@ class HelpScreen(ModalScreen[None]):
                     continue
                 seen.add((shown, binding.description))
                 table.add_row(shown, binding.tooltip or binding.description, binding.id or "")
-            table.add_row("", "", "")
-        return table
+            parts.append(table)
+        return Group(*parts)
 
     def action_close(self) -> None:
         """Back."""

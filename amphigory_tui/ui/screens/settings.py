@@ -7,8 +7,8 @@ Edits apply at once where they can (worker count, theme, poll interval, keymap) 
 from __future__ import annotations
 
 import tomllib
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -148,6 +148,21 @@ class SaveDiscardModal(ModalScreen[str | None]):
     def action_answer(self, answer: str | None) -> None:
         """A key answers."""
         self.dismiss(answer)
+
+
+def keep_live_values(reloaded: Settings, live: Settings, *, saved: Iterable[str]) -> Settings:
+    """``reloaded`` with the live keys that were not saved kept at their ``live`` values.
+
+    A live value the file does not have (the Workers tab's +/-, ctrl+t) must survive saving some other key: the
+    file's older value would otherwise resize the pool or switch the theme back.
+    """
+    out = reloaded
+    for dotted in sorted(LIVE_KEYS - set(saved)):
+        value = get_value(live, dotted)
+        if get_value(out, dotted) != value:
+            section, key = dotted.split(".", 1)
+            out = replace(out, **{section: replace(getattr(out, section), **{key: value})})
+    return out
 
 
 class SettingsScreen(Screen[None]):
@@ -317,9 +332,10 @@ class SettingsScreen(Screen[None]):
         except (OSError, ValueError, AmphigoryError) as exc:
             self.notify(f"Could not save {path}: {exc}", severity="error", timeout=10)
             return
-        self.saved = self.pending = reloaded
+        live = keep_live_values(reloaded, self.pending, saved=changes)
+        self.saved = self.pending = live
         if self._apply is not None:
-            self._apply(reloaded)
+            self._apply(live)
         self.notify(f"Saved {len(changes)} setting{'s' if len(changes) != 1 else ''} to {path}")
         self._render_all()
 

@@ -60,6 +60,10 @@ PATH_FILTERS: dict[str, tuple[str, tuple[str, ...]]] = {
 PATH_ORDER = ("all", "movies", "tv")
 
 
+_Filters = tuple[frozenset[JobStatus] | None, str, tuple[str, ...]]
+"""What a list of ids was loaded for: the section's statuses, the search text, the path filter."""
+
+
 @dataclass(frozen=True)
 class _Window:
     """Where the cursor is when a reload starts: the rows around it are loaded with the new list."""
@@ -140,6 +144,9 @@ class QueuePane(Vertical):
         self.loaded = False
         self._known: dict[int, tuple[JobStatus, bool]] = {}
         self._structure_gen = 0
+        self._structure_filters: _Filters | None = None
+        self._shown_filters: _Filters | None = None
+        """What ``rows.ids`` were loaded for (None before the first list landed)."""
         self._structure_running = False
         self._structure_dirty = False
         self._search_timer: Timer | None = None
@@ -174,11 +181,18 @@ class QueuePane(Vertical):
         self._structure_running = True
         self._last_load_started = time.monotonic()
         self._structure_gen += 1
-        section = SECTION_BY_KEY[self.section]
+        filters = self._filters()
+        self._structure_filters = filters
         window = _Window(self.rows.id_at(self.table.cursor), self.table.cursor, max(self.table.body_height, 10))
-        self._load_structure(
-            self._structure_gen, section.statuses, self.search, PATH_FILTERS[self.path_filter][1], window
-        )
+        self._load_structure(self._structure_gen, *filters, window)
+
+    def _filters(self) -> _Filters:
+        return SECTION_BY_KEY[self.section].statuses, self.search, PATH_FILTERS[self.path_filter][1]
+
+    @property
+    def list_is_current(self) -> bool:
+        """Whether the ids shown were loaded for exactly the current section, search and path filter."""
+        return self._shown_filters == self._filters()
 
     @work(thread=True, group="queue-structure", exit_on_error=False)
     def _load_structure(
@@ -210,6 +224,8 @@ class QueuePane(Vertical):
             table = self.table
             keep = self.rows.id_at(table.cursor)
             self.rows.set_ids(message.ids)
+            # One load runs at a time, so the newest generation's filters are the ones this list was loaded for.
+            self._shown_filters = self._structure_filters
             # Rows outside the fresh window may be stale: drop them, they load again when shown.
             self.rows.invalidate()
             self.rows.put(message.jobs)
@@ -348,7 +364,8 @@ class QueuePane(Vertical):
         bar.append(path_label, style="bold" if self.path_filter != "all" else "")
         if self.search:
             bar.append("   search: ", style="dim")
-            bar.append(f"“{fmt.printable(self.search)}” {len(self.rows)} matches", style="bold")
+            found = f"{len(self.rows)} matches" if self.list_is_current else "searching…"
+            bar.append(f"“{fmt.printable(self.search)}” {found}", style="bold")
         self.query_one("#queue-filters", Static).update(bar)
 
     def watch_section(self) -> None:
@@ -601,6 +618,18 @@ class QueuePane(Vertical):
 
     def action_bulk(self, what: str) -> None:
         """Pause or cancel every job matching the search (after a confirmation naming how many)."""
+        box = self.query_one("#queue-search", Input)
+        if box.value.strip() != self.search:
+            # The box was left (a click) before its debounce ran: search for what it says now, then refuse below.
+            if self._search_timer is not None:
+                self._search_timer.stop()
+            self.search = box.value.strip()
+        if not self.search:
+            return
+        if not self.list_is_current:
+            # The rows are still those of an older search or filter: acting on them would hit jobs that do not match.
+            self.notify("Still searching… try again when the matches are shown.", severity="warning")
+            return
         ids = list(self.rows.ids)
         if not ids:
             self.notify("No jobs match the search.", severity="warning")

@@ -285,6 +285,9 @@ class WorkersPane(Vertical):
             self.notify(f"The pool is already at {new} workers (0–{MAX_POOL}).", severity="warning")
             return
         pool.set_size(new)
+        # The live settings follow, or the settings screen would show the old count and its next apply undo this.
+        settings = self.ctx.settings
+        self.ctx.settings = replace(settings, workers=replace(settings.workers, count=new))
         self.notify(f"Workers: {new}")
         self._render_summary()
 
