@@ -3,7 +3,7 @@
 ``run()`` enters and exits its task group itself (Textual runs it as a worker coroutine; headless runs it under
 ``anyio.run``), so no cancel scope ever crosses tasks. Everything else is a plain method called on the pool's event
 loop: ``set_size``, ``pause_job``, ``cancel_job``, ``pause_all``/``resume_all``, ``snapshot`` and the coroutine
-``shutdown``. Blocking store calls go through ``anyio.to_thread.run_sync``; nothing here imports Textual.
+``shutdown``. Blocking store calls go through one store thread (pool/store_thread.py); nothing here imports Textual.
 
 Per job the pool writes: the claim (and the next claim together with ``complete``: one commit per job), stage
 changes, the child's pid, progress at most once a second, and one heartbeat transaction per round for every running
@@ -38,6 +38,7 @@ from amphigory_tui.domain.events import Event, JobChanged, JobProgress, LogRecor
 from amphigory_tui.domain.jobs import Job, JobKind, JobStatus, PauseReason, Progress, Stage
 from amphigory_tui.domain.workers import parse_worker_id
 from amphigory_tui.pool.sink import EventSink
+from amphigory_tui.pool.store_thread import StoreThread
 from amphigory_tui.services.locks import current_lock, hold_process_lock
 from amphigory_tui.services.pipeline import JobResult, JobRunner, StageContext, StopRequested, TranscodePipeline
 from amphigory_tui.services.proc import ProcessHandle
@@ -260,6 +261,7 @@ class WorkerPool:
             services_or_store.clock if isinstance(services_or_store, Services) else self.store.clock
         )
         self.drain = drain
+        self._store_thread = StoreThread()  # the per-job store calls: a cheaper hand-off than to_thread
         self._runner = runner
         self._runners: dict[JobKind, JobRunner] = dict(runners or {})
         if runner is None and JobKind.TRANSCODE not in self._runners:
@@ -405,6 +407,7 @@ class WorkerPool:
             send.close()
             with anyio.CancelScope(shield=True):
                 await self._flush_logs()
+            self._store_thread.close()
             self._finished.set()
 
     # ------------------------------------------------------------------ events, logs, background writes
@@ -458,7 +461,7 @@ class WorkerPool:
     async def _timed(self, what: str, fn: Callable[[], T]) -> T:
         started = time.perf_counter()
         try:
-            return await anyio.to_thread.run_sync(fn)
+            return await self._store_thread.call(fn)
         finally:
             self.timings[what] = self.timings.get(what, 0.0) + time.perf_counter() - started
             self.counts[what] = self.counts.get(what, 0) + 1

@@ -306,11 +306,12 @@ class JobStore:
     # ------------------------------------------------------------------ the owner's side
     def claim(self, worker_id: str) -> Job | None:
         """Atomically take the best claimable job: highest priority, then oldest; counts the attempt."""
+        if self._db.is_sqlite:
+            # Pre-built SQL and the transaction on the sqlite3 connection: SQLAlchemy's statement handling cost as
+            # much as the claim itself (bench/store.py).
+            with self._db.raw_write() as raw:
+                return self._claim_raw(raw, worker_id, self._clock.now())
         with self._db.write() as conn:
-            if self._db.is_sqlite:
-                # Pre-built SQL on the sqlite3 connection inside the transaction: SQLAlchemy's statement handling
-                # cost as much as the claim itself (bench/store.py).
-                return self._claim_raw(conn.connection.driver_connection, worker_id, self._clock.now())
             return self._claim_in(conn, worker_id, self._clock.now())
 
     def _claim_in(self, conn: Connection, worker_id: str, now: float) -> Job | None:
@@ -366,16 +367,8 @@ class JobStore:
         """``running -> completed`` with the result's facts."""
         check_transition(JobStatus.RUNNING, JobStatus.COMPLETED, job_id)
         now = self._clock.now()
-        params = {
-            "id": job_id,
-            "worker": worker_id,
-            "now": now,
-            "output_path": output_path,
-            "output_size": output_size,
-            "duration_s": duration_s,
-            "encode_time_s": encode_time_s,
-            "avg_fps": avg_fps,
-        }
+        item = Completion(job_id, worker_id, False, output_path, output_size, duration_s, encode_time_s, avg_fps)
+        params = _completion_params(item, now)
         # The statements complete_and_claim uses, built once: building them per call (a 37-column RETURNING, the
         # values, the attempt subquery) cost three times the commit's fsync.
         row: Mapping[Any, Any] | None
@@ -552,41 +545,37 @@ class JobStore:
         longer owns the job (that item changes nothing; the others go ahead).
         """
         now = self._clock.now()
+        if self._db.is_sqlite:
+            # The sqlite3 connection itself, statements and transaction: SQLAlchemy's bookkeeping (~25 µs a
+            # statement, ~70 µs a transaction) was a third of a no-op job.
+            with self._db.raw_write() as raw:
+                return [self._complete_one_raw(raw, item, now) for item in items]
         results: list[Job | StaleLease | None] = []
         with self._db.write() as conn:
-            # SQLite: the per-job statements go straight to the sqlite3 connection inside SQLAlchemy's transaction
-            # (BEGIN IMMEDIATE already issued): SQLAlchemy's ~25 µs per statement was a third of a no-op job.
-            raw = conn.connection.driver_connection if self._db.is_sqlite else None
             for item in items:
                 check_transition(JobStatus.RUNNING, JobStatus.COMPLETED, item.job_id)
-                params = {
-                    "id": item.job_id,
-                    "worker": item.worker_id,
-                    "now": now,
-                    "output_path": item.output_path,
-                    "output_size": item.output_size,
-                    "duration_s": item.duration_s,
-                    "encode_time_s": item.encode_time_s,
-                    "avg_fps": item.avg_fps,
-                }
-                if raw is not None:
-                    done = raw.execute(_COMPLETE_SQL, params).rowcount
-                else:
-                    done = conn.execute(_COMPLETE_FAST, params).rowcount
-                if not done:
+                if not conn.execute(_COMPLETE_FAST, _completion_params(item, now)).rowcount:
                     try:
                         refused = self._refused(conn, item.job_id, item.worker_id, "completed")
                     except JobNotFound as exc:  # deleted meanwhile: refused all the same, the batch goes on
                         refused = exc
                     results.append(refused if isinstance(refused, StaleLease) else StaleLease(str(refused)))
                     continue
-                if raw is not None:
-                    raw.execute(_END_ATTEMPT_COMPLETED_SQL, {"id": item.job_id, "now": now})
-                    results.append(self._claim_raw(raw, item.worker_id, now) if item.claim_next else None)
-                else:
-                    conn.execute(_END_ATTEMPT_COMPLETED, {"id": item.job_id, "now": now})
-                    results.append(self._claim_in(conn, item.worker_id, now) if item.claim_next else None)
+                conn.execute(_END_ATTEMPT_COMPLETED, {"id": item.job_id, "now": now})
+                results.append(self._claim_in(conn, item.worker_id, now) if item.claim_next else None)
         return results
+
+    def _complete_one_raw(self, raw: Any, item: Completion, now: float) -> Job | StaleLease | None:
+        """One item of ``complete_and_claim_many`` on the sqlite3 connection, inside its transaction."""
+        check_transition(JobStatus.RUNNING, JobStatus.COMPLETED, item.job_id)
+        if not raw.execute(_COMPLETE_SQL, _completion_params(item, now)).rowcount:
+            row = raw.execute("SELECT status, worker_id FROM transcode_jobs WHERE id = ?", (item.job_id,)).fetchone()
+            state = f"status {row[0]}, owner {row[1] or 'none'}" if row else "the job no longer exists"
+            return StaleLease(
+                f"job {item.job_id}: completed refused: worker {item.worker_id} does not own it ({state})"
+            )
+        raw.execute(_END_ATTEMPT_COMPLETED_SQL, {"id": item.job_id, "now": now})
+        return self._claim_raw(raw, item.worker_id, now) if item.claim_next else None
 
     def _claim_raw(self, raw: Any, worker_id: str, now: float) -> Job | None:
         """``_claim_in`` on the sqlite3 connection itself (the hot path of complete_and_claim_many)."""
@@ -991,6 +980,20 @@ class JobStore:
             .where(A.c.job_id == job_id, A.c.attempt == attempt, A.c.ended_at.is_(None))
             .values(ended_at=now, outcome=outcome, error=error)
         )
+
+
+def _completion_params(item: Completion, now: float) -> dict[str, Any]:
+    """The bound values of the completion statement for one item."""
+    return {
+        "id": item.job_id,
+        "worker": item.worker_id,
+        "now": now,
+        "output_path": item.output_path,
+        "output_size": item.output_size,
+        "duration_s": item.duration_s,
+        "encode_time_s": item.encode_time_s,
+        "avg_fps": item.avg_fps,
+    }
 
 
 def _chunks(items: Sequence[T], size: int) -> list[Sequence[T]]:
