@@ -146,10 +146,12 @@ def target_path_for(source: str, container: str) -> str:
     return str(src.with_suffix(wanted)) if src.suffix else str(src) + wanted
 
 
-def part_path_for(target: str, job_id: int) -> str:
-    """The temp name of the new file beside its target (hidden, named by job, never a user-chosen string)."""
+def part_path_for(target: str, job_id: int, attempt: int = 0) -> str:
+    """The temp name of the new file beside its target (hidden, named by job and attempt, never a user-chosen
+    string): a stale attempt woken late and the attempt that took its job over never share one."""
     t = Path(target)
-    return str(t.parent / f".amphigory-{job_id}{t.suffix.lower()}.part")
+    tag = f"{job_id}-a{attempt}" if attempt else f"{job_id}"
+    return str(t.parent / f".amphigory-{tag}{t.suffix.lower()}.part")
 
 
 def _unique(path: Path) -> Path:
@@ -389,6 +391,7 @@ def place(
     *,
     stop: threading.Event | None = None,
     on_bytes: ProgressFn | None = None,
+    confirm: Callable[[], None] | None = None,
 ) -> Placed:
     """Put ``encoded`` at ``intent.target`` and apply the original policy, crash-safely (see the module doc).
 
@@ -397,6 +400,10 @@ def place(
     untouched. An error during the swap is settled at once the way recovery would settle it: finished when the
     new file is already in place, else rolled back; if even that fails the intent record stays for the next
     start's recovery. Raises ``SourceChanged``, ``CopyStopped``, ``JobError`` (disk full…) or ``OSError``.
+
+    ``confirm`` is called once the new file is ready beside the target, just before the swap: it raises (e.g.
+    ``StaleLease``) when this worker no longer owns the job — a worker frozen past the stall timeout, whose job
+    another machine took over, must not touch the library — and then nothing is replaced.
     """
     intent.phase = "copying"
     write_intent(intent)
@@ -426,6 +433,8 @@ def place(
         fsync_dir(folder)
         intent.new_size, intent.new_ino, intent.new_dev = st.st_size, st.st_ino, st.st_dev
         _check_source(intent)
+        if confirm is not None:
+            confirm()
         intent.phase = "placing"
         write_intent(intent)
         pause_point("upload.placing", intent.job_id)  # [lifecycle] test-only kill point (services/faults.py)

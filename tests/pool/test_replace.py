@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from amphigory_tui.config import Settings
-from amphigory_tui.domain.errors import JobError
+from amphigory_tui.domain.errors import JobError, StaleLease
 from amphigory_tui.domain.jobs import JobStatus
 from amphigory_tui.services.pipeline import recover_replaces
 from amphigory_tui.services.replace import (
@@ -221,12 +221,27 @@ def test_source_changed_before_the_swap_replaces_nothing(tmp_path: Path) -> None
     assert not Path(case.intent.path).exists()
 
 
+def test_a_worker_that_lost_its_job_replaces_nothing(tmp_path: Path) -> None:
+    """``confirm`` refuses just before the swap (another worker took the job over): library untouched, no temp."""
+    case = _case(tmp_path, "keep", True)
+
+    def lost() -> None:
+        raise StaleLease("job 7: worker w1 does not own it")
+
+    with pytest.raises(StaleLease):
+        place(str(case.encoded), case.intent, confirm=lost)
+    assert case.source.read_bytes() == ORIGINAL
+    assert sorted(p.name for p in case.source.parent.iterdir()) == ["Film.mkv"]
+    assert not Path(case.intent.path).exists()
+
+
 def test_names() -> None:
     """Output and keep/backup names: same stem with .mkv; .original never overwritten; backups mirror paths."""
     assert target_path_for("/l/A.mp4", "mkv") == "/l/A.mkv"
     assert target_path_for("/l/A.MKV", "mkv") == "/l/A.MKV"
     assert target_path_for("/l/noext", "mkv") == "/l/noext.mkv"
     assert part_path_for("/l/A b.mkv", 12) == "/l/.amphigory-12.mkv.part"
+    assert part_path_for("/l/A b.MKV", 12, 3) == "/l/.amphigory-12-a3.mkv.part"
     assert backup_path_for("/lib/x/A.mp4", "/bk") == "/bk/lib/x/A.mp4"
 
 
