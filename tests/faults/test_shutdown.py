@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
+import subprocess
+import sys
+import textwrap
 import time
 
 import pytest
 
+from amphigory_tui import paths
 from amphigory_tui.domain.jobs import JobStatus, PauseReason, Stage
+from amphigory_tui.services.proc import process_start_ticks
 from tests.faults.harness import Rig, wait_until
+from tests.lifecycle.conftest import Holder
 
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP])
@@ -89,3 +96,55 @@ def test_a_tool_killed_without_a_shutdown_is_a_failed_attempt(make_rig: type[Rig
     rig.check_completed(clip)
     assert [a.outcome for a in rig.store.jobs.attempts(clip.job_id)] == ["retry", "completed"]
     rig.check_clean()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_a_stop_signal_during_startup_recovery_exits_cleanly(make_rig: type[Rig], sig: int) -> None:
+    """The signal arrives while startup recovery is ending a dead worker's leftover encoder: the recovery step
+    finishes, the worker exits 0 without a traceback and claims nothing; the orphan is consistently requeued."""
+    rig = make_rig(kill_grace_s=3.0)
+    (clip,) = rig.add_jobs(1)
+    dead = Holder(paths.lock_dir())
+    dead.kill()
+    claimed = rig.store.jobs.claim(dead.worker_id())
+    assert claimed is not None and claimed.id == clip.job_id
+    # A leftover "encoder" that outlives the polite signal: it says when recovery signalled it, and exits once the
+    # test has signalled the worker (recovery is then still waiting out its grace period for it).
+    term_seen, go = rig.markers / "leftover-term", rig.markers / "go"
+    code = textwrap.dedent(
+        f"""
+        import os, signal, time
+        def on_term(*_):
+            open({str(term_seen)!r}, "w").close()
+        signal.signal(signal.SIGTERM, on_term)
+        deadline = time.monotonic() + 60
+        while not os.path.exists({str(go)!r}) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        """
+    )
+    leftover = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    try:
+        ticks = process_start_ticks(leftover.pid)
+        assert ticks is not None
+        rig.store.jobs.update_running(clip.job_id, dead.worker_id(), child_pid=leftover.pid, child_start_ticks=ticks)
+        worker = rig.start()
+        wait_until(term_seen.exists, 30, lambda: f"recovery never signalled the leftover; log:\n{worker.output()}")
+        worker.signal(sig)
+        go.touch()
+        exit_code = worker.wait(20)
+        output = worker.output()
+        assert exit_code == 0, output
+        assert "Traceback" not in output, output
+        assert f"{signal.Signals(sig).name} received during startup: exiting without claiming jobs" in output
+        assert leftover.wait(10) is not None
+        job = rig.job(clip.job_id)
+        assert (job.status, job.attempts, job.worker_id, job.child_pid) == (JobStatus.QUEUED, 1, None, None)
+        assert rig.starts()[clip.job_id] == 0, "a worker told to stop during startup claims nothing"
+        assert not [p for p in paths.lock_dir().iterdir() if f":{worker.pid}:" in p.name], "its lock was released"
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(leftover.pid, signal.SIGKILL)
+        leftover.wait()
+        dead.cleanup()
+    rig.drain()
+    rig.check_completed(clip)
