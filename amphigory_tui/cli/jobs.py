@@ -45,7 +45,9 @@ def jobs(cli: CliContext, statuses: tuple[str, ...], as_json: bool, limit: int |
     for job in found:
         stage = f"/{job.stage.value}" if job.stage and job.status is JobStatus.RUNNING else ""
         progress = f" {job.progress_percent:5.1f}%" if job.status is JobStatus.RUNNING else ""
-        error = f"  ({job.error_message})" if job.error_message and job.status is not JobStatus.COMPLETED else ""
+        # One row per job: an error's first line is its reason (a stderr tail may follow it; `--json` has it all).
+        reason = (job.error_message or "").partition("\n")[0]
+        error = f"  ({reason})" if reason and job.status is not JobStatus.COMPLETED else ""
         click.echo(
             f"{job.id:>6}  {job.status.value + stage:<20} p{job.priority:<3} "
             f"try {job.attempts}/{job.max_retries}{progress}  {job.input_path!r}{error}"

@@ -257,8 +257,23 @@ def _key_line(result: ToolResult) -> str:
     return meaningful[-1] if meaningful else ""
 
 
-def classify_failure(result: ToolResult) -> JobError:
-    """One clear sentence about why an encode failed, and whether a retry can help (``permanent``)."""
+def classify_failure(result: ToolResult, *, tail_lines: int = 0) -> JobError:
+    """One clear sentence about why an encode failed, and whether a retry can help (``permanent``).
+
+    With ``tail_lines``, the last that many non-blank stderr lines follow the sentence, one per line: the first line
+    stays the reason (what a one-line list shows), the rest is what HandBrakeCLI itself said.
+    """
+    error = _classify(result)
+    lines = [ln.rstrip() for ln in result.stderr_tail if ln.strip()][-tail_lines:] if tail_lines > 0 else []
+    if not lines:
+        return error
+    tail = "\n".join(lines)
+    what = "line" if len(lines) == 1 else f"{len(lines)} lines"
+    return JobError(f"{error}\nHandBrakeCLI stderr, last {what}:\n{tail}", permanent=error.permanent)
+
+
+def _classify(result: ToolResult) -> JobError:
+    """``classify_failure``'s one sentence."""
     source = _argv_value(result.argv, "-i", "--input") or "the input"
     output = _argv_value(result.argv, "-o", "--output") or "the output"
     line = _key_line(result)

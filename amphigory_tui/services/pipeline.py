@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import json
 import logging
 import os
 import shutil
@@ -28,7 +29,7 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
 from typing import Any, NamedTuple, Protocol
@@ -36,8 +37,15 @@ from typing import Any, NamedTuple, Protocol
 import anyio
 
 from amphigory_tui.config import Settings
-from amphigory_tui.domain.errors import AmphigoryError, InvalidTransition, JobError, StaleLease, ToolNotFound
-from amphigory_tui.domain.jobs import Job, Progress, Stage
+from amphigory_tui.domain.errors import (
+    AmphigoryError,
+    InvalidTransition,
+    JobError,
+    JobNotFound,
+    StaleLease,
+    ToolNotFound,
+)
+from amphigory_tui.domain.jobs import Job, JobStatus, Progress, Stage
 from amphigory_tui.domain.media import Decision, ProbeResult
 from amphigory_tui.services.faults import pause_point
 from amphigory_tui.services.ffprobe import ffprobe
@@ -80,7 +88,11 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 STDERR_TAIL_LINES = 50
-"""How many last stderr lines of a tool go to the processing log."""
+"""How many last stderr lines of a tool go to the processing log (and, on failure, into the job's error)."""
+
+ENCODE_FACTS_NAME = "encode.json"
+"""The encode's facts (duration, encode time, average fps) in the lease dir, written before the upload stage: a
+replace that recovery finishes for a killed worker completes the job with them."""
 
 
 class DiskUsage(NamedTuple):
@@ -199,8 +211,9 @@ def _remove_tree(path: Path, *, keep: str | None = None) -> None:
     if not path.exists():
         return
     if keep and (path / keep).exists():
+        # The encode's facts stay beside the intent: the recovery that settles it completes the job with them.
         for entry in path.iterdir():
-            if entry.name != keep:
+            if entry.name not in (keep, ENCODE_FACTS_NAME):
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry, ignore_errors=True)
                 else:
@@ -350,8 +363,10 @@ class TranscodePipeline:
         self._check_stop(ctx)
         self._log_tail(ctx, result)
         if not result.ok:
-            failure = classify_failure(result)
-            raise JobError(str(failure).replace(str(local_input), source), permanent=failure.permanent)
+            failure = classify_failure(result, tail_lines=STDERR_TAIL_LINES)
+            # The reason names the user's file, not our copy of it; the tail below it stays as HandBrakeCLI wrote it.
+            reason, newline, tail = str(failure).partition("\n")
+            raise JobError(reason.replace(str(local_input), source) + newline + tail, permanent=failure.permanent)
 
         # ---- validate
         await ctx.set_stage(Stage.VALIDATE)
@@ -360,11 +375,13 @@ class TranscodePipeline:
         self._check_stop(ctx)
 
         # ---- upload
-        await ctx.set_stage(Stage.UPLOAD)
-        placed = await self._upload(ctx, source, target, output, lease, st)
         avg = last[0].avg_fps if last and last[0].avg_fps else None
         if avg is None and out_probe.duration_s and out_probe.fps and encode_time > 0:
             avg = round(out_probe.duration_s * out_probe.fps / encode_time, 2)
+        facts = _EncodeFacts(out_probe.duration_s, round(encode_time, 3), avg)
+        await anyio.to_thread.run_sync(_write_encode_facts, lease, facts)
+        await ctx.set_stage(Stage.UPLOAD)
+        placed = await self._upload(ctx, source, target, output, lease, st)
         saved = f"{_size_text(st.st_size)} → {_size_text(placed.size)}"
         ctx.log(
             f"placed {os.path.basename(target)} ({saved}); original "
@@ -374,9 +391,9 @@ class TranscodePipeline:
         return JobResult(
             output_path=target,
             output_size=placed.size,
-            duration_s=out_probe.duration_s,
-            encode_time_s=round(encode_time, 3),
-            avg_fps=avg,
+            duration_s=facts.duration_s,
+            encode_time_s=facts.encode_time_s,
+            avg_fps=facts.avg_fps,
             source_size=st.st_size,
             details={"original": placed.original_moved_to, "codec": out_probe.video_codec},
         )
@@ -572,11 +589,12 @@ class TranscodePipeline:
         lines: Sequence[str] = result.stderr_tail[-STDERR_TAIL_LINES:]
         if not lines:
             return
-        level = "debug" if result.ok else "error"
+        # Info on success too: the pool keeps info and above, and the tail is how a user checks what the encoder
+        # said (on failure the error itself is logged by the pool, at its own level).
         ctx.log(
             f"{result.tool} exited with code {result.returncode}; last {len(lines)} lines of its stderr:\n"
             + "\n".join(lines),
-            level=level,
+            level="info",
             event_type="stderr",
             details={"returncode": result.returncode, "stderr_tail": list(lines)},
         )
@@ -593,8 +611,10 @@ def recover_replaces(
     """Settle every half-done replace of a dead worker (run at startup, BEFORE orphan recovery and temp cleanup).
 
     For each intent record under ``work_dir`` whose worker is dead: ``finish_or_rollback``; when the new file
-    turned out to be in place, the job is recorded completed (as its dead owner would have) and its library row
-    re-probed. A rolled-back job stays running-orphaned for the orphan recovery to requeue. Synchronous.
+    turned out to be in place, the job is recorded completed (as its dead owner would have, with the encode's facts
+    from the lease dir) and its library row re-probed. A job already recorded completed (the crash came between
+    ``complete`` and ``finalize``) has its library row re-probed too. A rolled-back job stays running-orphaned for
+    the orphan recovery to requeue. Synchronous.
     """
     outcomes: list[ReplaceOutcome] = []
     for path in find_intents(settings.work_dir):
@@ -605,24 +625,81 @@ def recover_replaces(
             continue
         if is_worker_alive(intent.worker_id):
             continue
+        facts = _read_encode_facts(path.parent)
         outcome = finish_or_rollback(path)
         outcomes.append(outcome)
         if not outcome.finished:
             continue
+        probe = probe_file(outcome.target)
         try:
             job = store.jobs.complete(
-                intent.job_id, intent.worker_id, output_path=outcome.target, output_size=outcome.new_size
+                intent.job_id,
+                intent.worker_id,
+                output_path=outcome.target,
+                output_size=outcome.new_size,
+                duration_s=facts.duration_s if facts.duration_s is not None else probe.duration_s,
+                encode_time_s=facts.encode_time_s,
+                avg_fps=facts.avg_fps,
             )
         except (StaleLease, InvalidTransition):
-            continue  # already recorded (completed before the crash, or recovered by someone else)
+            # Already recorded: completed before the crash (which then came before finalize re-probed the file),
+            # or by someone else. The library row must describe the new file all the same.
+            try:
+                job = store.jobs.get(intent.job_id)
+            except JobNotFound:
+                continue
+            if job.status is not JobStatus.COMPLETED:
+                continue
+        except JobNotFound:
+            continue  # the job was deleted meanwhile: nothing to record
         if job.media_file_id is not None:
-            with contextlib.suppress(OSError, AmphigoryError):
-                _record_new_file_sync(store, job.media_file_id, outcome.target)
+            try:
+                _record_new_file_sync(store, job.media_file_id, outcome.target, probe)
+            except (OSError, AmphigoryError) as exc:
+                logger.warning("job %d: could not re-probe %s (%s)", job.id, outcome.target, exc)
     return outcomes
 
 
-def _record_new_file_sync(store: Store, media_id: int, path: str) -> None:
-    probe = probe_file(path)
+@dataclass(frozen=True)
+class _EncodeFacts:
+    """What ``complete`` records about an encode besides the output (None: not known)."""
+
+    duration_s: float | None = None
+    encode_time_s: float | None = None
+    avg_fps: float | None = None
+
+
+def _write_encode_facts(lease: Path, facts: _EncodeFacts) -> None:
+    """Leave the encode's facts in the lease dir (temp name + rename: a crash never leaves half a record)."""
+    tmp = lease / (ENCODE_FACTS_NAME + ".tmp")
+    try:
+        tmp.write_text(json.dumps(asdict(facts)), encoding="utf-8")
+        os.replace(tmp, lease / ENCODE_FACTS_NAME)
+    except OSError as exc:
+        # Best effort: without them a completion that recovery records only lacks the timings.
+        logger.warning("%s: could not write the encode's facts (%s)", lease, exc)
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+
+
+def _read_encode_facts(lease: Path) -> _EncodeFacts:
+    """The facts ``_write_encode_facts`` left, or unknown ones (missing, unreadable, from another version)."""
+    try:
+        data = json.loads((lease / ENCODE_FACTS_NAME).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return _EncodeFacts()
+    if not isinstance(data, dict):
+        return _EncodeFacts()
+
+    def number(key: str) -> float | None:
+        value = data.get(key)
+        return float(value) if isinstance(value, int | float) and not isinstance(value, bool) else None
+
+    return _EncodeFacts(number("duration_s"), number("encode_time_s"), number("avg_fps"))
+
+
+def _record_new_file_sync(store: Store, media_id: int, path: str, probe: ProbeResult | None = None) -> None:
+    probe = probe if probe is not None else probe_file(path)
     st = os.stat(path)
     decision = Decision(should_transcode=False, reason=f"transcoded to {probe.video_codec or '?'}")
     store.media.record_transcoded(media_id, path, st.st_size, st.st_mtime_ns, probe, decision)

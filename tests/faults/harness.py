@@ -24,9 +24,10 @@ from typing import Any
 
 from amphigory_tui.config import load_settings
 from amphigory_tui.domain.jobs import Job, JobStatus
+from amphigory_tui.domain.media import Decision
 from amphigory_tui.services.probe import probe_file
 from amphigory_tui.services.proc import is_same_process, process_start_ticks
-from amphigory_tui.store import Store, open_store
+from amphigory_tui.store import MediaRecord, Store, open_store
 from tests.media import make_clip
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,15 +222,28 @@ class Rig:
         self._count = 0
 
     # ------------------------------------------------------------------ setup
-    def add_jobs(self, count: int, *, seconds: float = 2.0, prefix: str = "movie", ext: str = "mkv") -> list[Clip]:
-        """``count`` real clips in the library (high bitrate, so the encode is smaller) and a queued job each."""
+    def add_jobs(
+        self, count: int, *, seconds: float = 2.0, prefix: str = "movie", ext: str = "mkv", media: bool = False
+    ) -> list[Clip]:
+        """``count`` real clips in the library (high bitrate, so the encode is smaller) and a queued job each.
+
+        ``media``: each clip also gets its library row (as a scan records it) and its job points at it.
+        """
         made = []
         for i in range(count):
             name = f"{prefix} {len(self.clips) + i:02d}.{ext}"
             path = make_clip(self.library / name, seconds=seconds, bitrate="1M")
             st = path.stat()
-            job = self.store.jobs.create(str(path), source_size=st.st_size, source_mtime_ns=st.st_mtime_ns)
             probe = probe_file(str(path))
+            media_id = None
+            if media:
+                record = MediaRecord(
+                    str(path), str(self.library), st.st_size, st.st_mtime_ns, probe, Decision(True, "h264 → hevc")
+                )
+                media_id = self.store.media.upsert([record])[str(path)]
+            job = self.store.jobs.create(
+                str(path), source_size=st.st_size, source_mtime_ns=st.st_mtime_ns, media_file_id=media_id
+            )
             clip = Clip(path, sha256(path), probe.duration_s or seconds, job.id)
             self.clips[job.id] = clip
             made.append(clip)

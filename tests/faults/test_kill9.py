@@ -76,3 +76,37 @@ def test_kill9_mid_swap_with_every_policy_and_a_renamed_output(make_rig: type[Ri
             assert sha256(copy) == clip.sha256
     assert [a.outcome for a in rig.store.jobs.attempts(job.id)].count("completed") == 1
     rig.check_clean()
+
+
+@pytest.mark.parametrize("point", ["upload.placed", "finalize"])
+def test_a_replace_finished_by_recovery_leaves_a_true_library_row_and_the_encode_facts(
+    make_rig: type[Rig], point: str
+) -> None:
+    """Killed once the new file is in the library (before or after ``complete``): after the restart the library row
+    describes the new file (re-probed), and the job has its duration, encode time and average fps."""
+    rig = make_rig()
+    (clip,) = rig.add_jobs(1, media=True)
+    media_id = rig.job(clip.job_id).media_file_id
+    assert media_id is not None
+    worker = rig.start(env={"AMPHIGORY_TEST_PAUSE_AT": f"{point}@{clip.job_id}"})
+    rig.wait_marker(f"{point}.{clip.job_id}", worker)
+    worker.kill9()
+    assert rig.library_state(clip) == "new"
+    stale = rig.store.media.get(media_id)
+    assert stale is not None and stale.should_transcode, "the crash came before the row was re-probed"
+
+    rig.drain()
+    rig.check_completed(clip)
+    rig.check_clean()
+    assert rig.starts()[clip.job_id] == 1, "finished by recovery, not encoded again"
+    st = clip.path.stat()
+    row = rig.store.media.get(media_id)
+    assert row is not None
+    assert (row.path, row.size_bytes, row.mtime_ns) == (str(clip.path), st.st_size, st.st_mtime_ns)
+    assert (row.should_transcode, row.reason, row.probe.video_codec) == (False, "transcoded to h264", "h264")
+    assert row.probe.duration_s is not None and abs(row.probe.duration_s - clip.duration_s) <= 1.0
+    job = rig.job(clip.job_id)
+    assert job.output_size == st.st_size
+    assert job.duration_s is not None and abs(job.duration_s - clip.duration_s) <= 1.0
+    assert job.encode_time_s is not None and job.encode_time_s > 0
+    assert job.avg_fps is not None and job.avg_fps > 0

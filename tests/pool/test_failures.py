@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -9,7 +10,9 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from amphigory_tui.cli import main
 from amphigory_tui.domain.jobs import JobStatus
 from amphigory_tui.pool import ListSink, WorkerPool
 from tests.pool.conftest import HANDBRAKE, Clips, Env, child_pid, leftovers, make_script, run_drain, run_until
@@ -71,6 +74,58 @@ async def test_encoder_failing_twice_then_succeeding_completes_on_attempt_three(
     tails = [m for m in logged if m.startswith("flaky-handbrake exited with code -11; last 1 lines of its stderr")]
     assert len(tails) == 2 and all(m.endswith("\nsimulated encoder crash") for m in tails)
     assert leftovers(env) == []
+
+
+@pytest.mark.anyio
+async def test_stderr_tails_reach_the_log_at_info_and_a_failure_carries_its_tail(
+    env: Env, clips: Clips, sink: ListSink
+) -> None:
+    """Success and failure alike, HandBrakeCLI's last stderr lines are in the processing log (at the default
+    ``info`` level); a failed job's error is the one-line reason, then that tail."""
+    settings = env.settings()
+    assert settings.logging.level == "info"
+    store = env.store(settings)
+    _good_path, good = env.add(clips.plain, "good.mp4", store)
+    _bad_path, bad = env.add(clips.plain, "bad.mp4", store, preset="No Such Preset")
+    await run_drain(WorkerPool(store, settings, sink, drain=True))
+    assert store.jobs.get(good.id).status is JobStatus.COMPLETED
+
+    for job_id, succeeded in ((good.id, True), (bad.id, False)):
+        tails = [
+            r.message
+            for _i, r in store.log.tail(job_id=job_id, limit=100)
+            if r.message.startswith("HandBrakeCLI exited with code ") and r.level == "info"
+        ]
+        assert len(tails) == 1, [r.message for _i, r in store.log.tail(job_id=job_id, limit=100)]
+        assert tails[0].startswith("HandBrakeCLI exited with code 0;") is succeeded
+        assert len(tails[0].splitlines()) > 2
+
+    failed = store.jobs.get(bad.id)
+    assert failed.status is JobStatus.FAILED and failed.error_message is not None
+    reason, heading, *tail = failed.error_message.split("\n")
+    assert reason == (
+        "HandBrakeCLI does not know the preset 'No Such Preset' (see HandBrakeCLI --preset-list) "
+        "(HandBrakeCLI: Invalid preset No Such Preset)"
+    )
+    assert heading == f"HandBrakeCLI stderr, last {len(tail)} lines:"
+    assert 0 < len(tail) <= 50 and all(line.strip() for line in tail)
+    logged_tail = next(
+        r.message for _i, r in store.log.tail(job_id=bad.id, limit=100) if r.message.startswith("HandBrakeCLI exited")
+    )
+    logged_lines = [line.rstrip() for line in logged_tail.splitlines()[1:] if line.strip()]
+    assert logged_lines[-len(tail) :] == tail, "the error's tail is the logged tail"
+    assert [a.error for a in store.jobs.attempts(bad.id)] == [failed.error_message]
+
+    # `amphigory jobs` keeps one row per job: the reason only (the full error is in `--json`).
+    config = env.root / "config.toml"
+    config.write_text(f'[database]\nurl = "{env.db_url}"\n[paths]\nwork_dir = "{env.work}"\n', encoding="utf-8")
+    listed = CliRunner().invoke(main, ["--config", str(config), "jobs"])
+    assert listed.exit_code == 0, listed.output
+    rows = listed.output.splitlines()
+    assert len(rows) == 2, rows
+    assert next(row for row in rows if "bad.mp4" in row).endswith(f"({reason})"), rows
+    as_json = CliRunner().invoke(main, ["--config", str(config), "jobs", "--json"])
+    assert failed.error_message in [j["error_message"] for j in json.loads(as_json.output)]
 
 
 @pytest.mark.anyio

@@ -387,6 +387,26 @@ async def test_classify_text_file_and_missing_input(tmp_path: Path, handbrake: s
 
 
 @pytest.mark.anyio
+async def test_classify_with_the_stderr_tail_keeps_the_reason_as_the_first_line(tmp_path: Path, handbrake: str) -> None:
+    """``tail_lines``: the one-line reason, then HandBrakeCLI's own last stderr lines, one per line (blank ones
+    dropped), so a list showing only the first line stays clear and the job's error still says what the tool said."""
+    text = tmp_path / "not a video.mkv"
+    text.write_text("this is not a video\n" * 50)
+    result = await run_encode(build_argv(handbrake, text, tmp_path / "out.mkv", preset="", extra_args=FAST))
+    error = classify_failure(result, tail_lines=5)
+    assert error.permanent
+    reason, heading, *tail = str(error).split("\n")
+    assert reason == str(classify_failure(result))
+    assert reason.endswith("(HandBrakeCLI: No title found.)")
+    expected = [line.rstrip() for line in result.stderr_tail if line.strip()][-5:]
+    assert len(expected) == 5
+    assert (heading, tail) == ("HandBrakeCLI stderr, last 5 lines:", expected)
+    assert any("No title found" in line for line in tail)
+    quiet = ToolResult(("HandBrakeCLI", "-i", "/lib/in.mkv"), 5, (), ("", "   "), 1.0)
+    assert str(classify_failure(quiet, tail_lines=50)) == str(classify_failure(quiet)), "no tail, no heading"
+
+
+@pytest.mark.anyio
 async def test_classify_missing_output_folder(tmp_path: Path, handbrake: str, clip: Path) -> None:
     output = tmp_path / "no such folder" / "out.mkv"
     error = await _failing_encode(handbrake, clip, output)

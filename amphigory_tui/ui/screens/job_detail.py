@@ -81,7 +81,12 @@ def render_detail(detail: JobDetail, now: float, dark: bool) -> RenderableType:
         sizes += f" (saved {fmt.human_size(saved)}, {saved * 100 / job.source_size:.0f}%)"
     row("Size", sizes)
     if job.error_message:
-        row("Last error", Text(fmt.printable(job.error_message), style=status_style(JobStatus.FAILED, dark)))
+        # The first line is the reason; an encoder's stderr tail may follow it, shown line by line and dimmed.
+        reason, *tail = job.error_message.split("\n")
+        error = Text(fmt.printable(reason), style=status_style(JobStatus.FAILED, dark))
+        for line in tail:
+            error.append("\n" + fmt.printable(line), style=dim)
+        row("Last error", error)
     media = detail.media
     if media is not None:
         probe = media.probe
@@ -97,7 +102,8 @@ def render_detail(detail: JobDetail, now: float, dark: bool) -> RenderableType:
         attempts.append(outcome, style=_outcome_style(outcome, dark))
         attempts.append(f" · {fmt.clock_time(attempt.started_at)} · took {took} · {attempt.worker_id}\n", style=dim)
         if attempt.error:
-            attempts.append(f"   {fmt.printable(attempt.error)}\n")
+            reason = attempt.error.partition("\n")[0]  # a stderr tail after it is shown under "Last error"
+            attempts.append(f"   {fmt.printable(reason)}\n")
     log = Text()
     for record in detail.log:
         log.append(f"{fmt.short_time(record.created_at)} ", style=dim)
