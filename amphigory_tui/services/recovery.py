@@ -9,22 +9,27 @@
 3. orphaned running jobs of dead owners -> queued (their attempt was counted at claim time) or failed
    "abandoned after restart (max retries exceeded)"; a pending cancel request -> canceled;
 4. jobs paused by a shutdown -> queued (a user's hold stays paused: only the user releases it);
-5. every file under work_dir that no live job owns is removed; nothing outside work_dir is ever deleted, symlinks
-   are never followed, and the database's own files are never touched even when they live inside work_dir;
+5. amphigory's own leftovers in work_dir (``job-<id>`` folders, ``.amphigory-*`` temp files) that no live job owns
+   are removed; any other entry there is not ours and is left alone (named once in the recovery notice); nothing
+   outside work_dir is ever deleted, symlinks are never followed, and the database's own files are never touched
+   even when they live inside work_dir;
 6. lock files of dead processes are removed.
 
 "Dead" is exact on this host (the owner's flock can be taken, see ``locks.py``) and "heartbeat older than the stall
 timeout" for other hosts, so a job whose owner is alive is never touched. Every step is idempotent: a second run
 finds nothing to do. ``periodic_check`` is what every running amphigory does once a minute: the same orphan step,
 plus running jobs whose heartbeat is older than stall_timeout (owner dead, or alive but frozen) go through
-``JobStore.fail`` with the old owner's id (a compare-and-set: an owner that wakes up first wins).
+``JobStore.fail`` with the old owner's id and its silence as the condition (a compare-and-set: an owner that wakes
+up first wins), and only a job so taken has its leftover tool ended.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
 import os
+import re
 import signal
 import stat
 import time
@@ -39,6 +44,7 @@ from amphigory_tui.config import Settings
 from amphigory_tui.domain.errors import StaleLease
 from amphigory_tui.domain.jobs import Job, RecoveryReport, Stage
 from amphigory_tui.services.locks import Liveness, ProcessLock, cleanup_stale_locks, current_lock
+from amphigory_tui.services.pipeline import ENCODE_FACTS_NAME
 from amphigory_tui.services.proc import is_same_process
 from amphigory_tui.services.replace import INTENT_NAME
 from amphigory_tui.services.runtime import Services
@@ -139,6 +145,18 @@ class TempCleanup:
     bytes: int = 0
     dirs: int = 0
     refused: str | None = None
+    unknown: tuple[str, ...] = ()
+    """Top-level work_dir entries amphigory did not make (left alone); folders end with ``/``."""
+
+
+# What amphigory itself creates at the top of work_dir: the pipeline's per-job folders (``job-<id>``, holding the
+# attempts' lease folders ``a<attempt>-<uuid>``, see ``pipeline.job_dir``/``lease_dir``) and hidden temp files
+# (``.amphigory-doctor-*``, ``.amphigory-<job>…``). Anything else was put there by someone else and is never ours
+# to delete, whatever it is called ("job-2024-taxes" included: the id is digits only).
+_JOB_DIR = re.compile(r"job-[0-9]+")
+_TEMP_PREFIX = ".amphigory-"
+_UNKNOWN_STATE_KEY = "recovery.unknown_work_entries"
+_UNKNOWN_LISTED = 5
 
 
 @dataclass(frozen=True)
@@ -216,6 +234,41 @@ def _open_parent(work_fd: int, parts: tuple[str, ...]) -> int:
     return fd
 
 
+def _is_ours(entry: os.DirEntry[str]) -> bool:
+    """Whether a top-level work_dir entry has a name and kind amphigory creates (a real folder, a regular file)."""
+    try:
+        if _JOB_DIR.fullmatch(entry.name):
+            return entry.is_dir(follow_symlinks=False)
+        return entry.name.startswith(_TEMP_PREFIX) and entry.is_file(follow_symlinks=False)
+    except OSError:
+        return False
+
+
+def _top_level(work: Path, protected: set[Path]) -> tuple[set[str], tuple[str, ...]]:
+    """The top-level entries of ``work`` that are ours to clean, and the unknown ones (not ours, not protected)."""
+    ours: set[str] = set()
+    unknown: list[str] = []
+    try:
+        with os.scandir(work) as it:
+            entries = list(it)
+    except OSError:
+        return ours, ()
+    for entry in entries:
+        path = work / entry.name
+        # The database's files, the lock dir, or a folder holding one of them: amphigory's, but never cleaned.
+        if any(p == path or path in p.parents for p in protected):
+            continue
+        if _is_ours(entry):
+            ours.add(entry.name)
+            continue
+        try:
+            folder = entry.is_dir(follow_symlinks=False)
+        except OSError:
+            folder = False
+        unknown.append(entry.name + ("/" if folder else ""))
+    return ours, tuple(sorted(unknown))
+
+
 def _owned_roots(jobs: Iterable[Job], work: Path, configured: Path) -> dict[str, set[tuple[str, ...]]]:
     """Paths under ``work`` that live jobs own (their temp path, their ``job-<id>…`` folders), by first part."""
     owned: dict[str, set[tuple[str, ...]]] = {}
@@ -269,11 +322,13 @@ def clean_work_dir(
     work_dir: Path | None = None,
     extra_protected: Iterable[Path] = (),
 ) -> TempCleanup:
-    """Remove every file under work_dir that no live job owns; returns the counts (or why it refused).
+    """Remove amphigory's leftovers in work_dir that no live job owns; returns the counts (or why it refused).
 
-    ``live_jobs`` is called twice, after the walk and again right before deleting, so a job claimed while we
-    looked is protected too; every file is re-checked (same inode, size, mtime) right before it is unlinked,
-    through directory descriptors opened without following symlinks: nothing outside work_dir can be reached.
+    Only what amphigory creates there is considered (``job-<id>`` folders and ``.amphigory-*`` files at the top);
+    every other entry is left alone, unopened, and returned in ``unknown``. ``live_jobs`` is called twice, after
+    the walk and again right before deleting, so a job claimed while we looked is protected too; every file is
+    re-checked (same inode, size, mtime) right before it is unlinked, through directory descriptors opened without
+    following symlinks: nothing outside work_dir can be reached.
     """
     configured = work_dir or services.settings.work_dir
     if not configured.exists():
@@ -295,14 +350,21 @@ def clean_work_dir(
             continue
         protected_ids.add((st.st_dev, st.st_ino))
     skip_files = {str(p) for p in protected}
-    entries = [e for e in _walk(work, skip_dirs, skip_files) if (e.dev, e.ino) not in protected_ids]
+    ours, unknown = _top_level(work, protected | {lock_dir})
+    # Foreign folders are never entered (they may be large, and nothing in them is ours).
+    skip_dirs |= {os.path.join(work, name.rstrip("/")) for name in unknown if name.endswith("/")}
+    entries = [
+        e for e in _walk(work, skip_dirs, skip_files) if e.parts[0] in ours and (e.dev, e.ino) not in protected_ids
+    ]
     if not entries:
-        return TempCleanup()
+        return TempCleanup(unknown=unknown)
     owned = _merge(_owned_roots(live_jobs(), work, configured), _owned_roots(live_jobs(), work, configured))
     # A replace intent still here after the replace recovery belongs to a live worker (or could not be read): it is
-    # the only record of a half-done swap in the library, so it stays until a recovery can settle it.
+    # the only record of a half-done swap in the library, so it stays until a recovery can settle it, and the
+    # encode's facts beside it stay too (that recovery completes the job with them).
+    settling = {e.parts[:-1] for e in entries if e.parts[-1] == INTENT_NAME and not e.is_dir}
     for entry in entries:
-        if entry.parts[-1] == INTENT_NAME and not entry.is_dir:
+        if entry.parts[:-1] in settling and entry.parts[-1] in (INTENT_NAME, ENCODE_FACTS_NAME) and not entry.is_dir:
             owned.setdefault(entry.parts[0], set()).add(entry.parts)
     files = removed_bytes = dirs = 0
     work_fd = os.open(work, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC)
@@ -341,7 +403,7 @@ def clean_work_dir(
         os.close(work_fd)
     if files or dirs:
         log.info("recovery: removed %d temp files (%s) and %d folders from %s", files, _size(removed_bytes), dirs, work)
-    return TempCleanup(files=files, bytes=removed_bytes, dirs=dirs)
+    return TempCleanup(files=files, bytes=removed_bytes, dirs=dirs, unknown=unknown)
 
 
 # ---------------------------------------------------------------------------------------------------- the passes
@@ -392,6 +454,7 @@ def recover(
         temp = clean_work_dir(
             services, lambda: _live_jobs(services, build_liveness(services, lock=lock, lock_dir=lock_dir))
         )
+    unknown_note = _unknown_note(services, temp.unknown) if clean_temp and temp.refused is None else None
     locks_removed = cleanup_stale_locks(lock_dir, keep=lock if lock is not None else current_lock())
     pruned = _prune_dead_workers(services, liveness)
     scan = any(store.state.get(key) for key in SCAN_CHECKPOINT_KEYS)
@@ -408,7 +471,7 @@ def recover(
         stale_locks_removed=locks_removed,
         workers_pruned=pruned,
         scan_interrupted=scan,
-        notes=(temp.refused,) if temp.refused else (),
+        notes=tuple(n for n in (temp.refused, unknown_note) if n),
     )
     notice = summarize(report)
     # The caller shows the notice (worker log, TUI notification, `amphigory recover`); keep our own line quiet.
@@ -416,6 +479,33 @@ def recover(
     if report.changed or report.notes:
         store.log.append(notice, level="warning" if report.notes else "info", event_type="recovery")
     return report
+
+
+def _unknown_note(services: Services, unknown: tuple[str, ...]) -> str | None:
+    """The notice naming work_dir entries that are not amphigory's, once: only when they differ from the last one.
+
+    Remembered in system_state, so a work_dir shared with other files does not repeat the same warning at every
+    start (and a second recovery stays a no-op); a change in what is there is reported again.
+    """
+    state = services.store.state
+    seen = state.get(_UNKNOWN_STATE_KEY)
+    if not unknown:
+        if seen is not None:
+            state.delete(_UNKNOWN_STATE_KEY)
+        return None
+    current = json.dumps(list(unknown), ensure_ascii=False)
+    if current == seen:
+        return None
+    state.set(_UNKNOWN_STATE_KEY, current)
+    shown = [_printable(name) for name in unknown[:_UNKNOWN_LISTED]]
+    more = len(unknown) - len(shown)
+    listing = ", ".join(shown) + (f" and {more} more" if more else "")
+    return f"left {_plural(len(unknown), 'unknown entry', 'unknown entries')} in work_dir alone: {listing}"
+
+
+def _printable(name: str) -> str:
+    """A file name fit for a one-line notice (a newline or control character in it shown as ``?``)."""
+    return name if name.isprintable() else "".join(c if c.isprintable() else "?" for c in name)
 
 
 def periodic_check(
@@ -439,25 +529,29 @@ def periodic_check(
         if j.worker_id and not (own is not None and own.owns(j.worker_id)) and not _frozen_in_upload(j, liveness)
     ]
     stalled_requeued = stalled_failed = 0
-    if stalled:
-        killed += kill_leftovers(stalled, liveness, grace_s=grace)
-        for job in stalled:
-            assert job.worker_id is not None
-            age = now - job.last_heartbeat if job.last_heartbeat is not None else timeout
-            reason = (
-                f"stalled: no heartbeat for {age:.0f} s from worker {job.worker_id} "
-                f"({'frozen' if liveness.is_alive(job.worker_id) else 'dead'})"
-            )
-            try:
-                result = store.jobs.fail(job.id, job.worker_id, reason)
-            except StaleLease:
-                continue  # its owner woke up (or someone else took it) first: nothing to do
-            log.warning("job %d: %s", job.id, reason)
-            store.log.append(f"Job {job.id} {reason}", level="warning", event_type="stalled", job_id=job.id)
-            if result.status.value == "queued":
-                stalled_requeued += 1
-            else:
-                stalled_failed += 1
+    taken: list[Job] = []
+    for job in stalled:
+        assert job.worker_id is not None
+        age = now - job.last_heartbeat if job.last_heartbeat is not None else timeout
+        reason = (
+            f"stalled: no heartbeat for {age:.0f} s from worker {job.worker_id} "
+            f"({'frozen' if liveness.is_alive(job.worker_id) else 'dead'})"
+        )
+        # Take the job first (a compare-and-set that also needs the owner still silent), and only then end its
+        # encoder: killing first would destroy the encode of an owner that wakes up and heartbeats in between.
+        try:
+            result = store.jobs.fail(job.id, job.worker_id, reason, stalled_before=now - timeout)
+        except StaleLease:
+            continue  # its owner woke up (or someone else took it) first: nothing to do, its tool is its own
+        taken.append(job)
+        log.warning("job %d: %s", job.id, reason)
+        store.log.append(f"Job {job.id} {reason}", level="warning", event_type="stalled", job_id=job.id)
+        if result.status.value == "queued":
+            stalled_requeued += 1
+        else:
+            stalled_failed += 1
+    # Only the jobs taken above, all in one grace period (the recorded pid and start ticks are those at detection).
+    killed += kill_leftovers(taken, liveness, grace_s=grace) if taken else 0
     pruned = _prune_dead_workers(services, liveness)
     report = RecoveryReport(
         orphaned_requeued=requeued,

@@ -386,15 +386,24 @@ class JobStore:
                 raise self._refused(conn, job_id, worker_id, JobStatus.COMPLETED.value)
         return job_from_row(row)
 
-    def fail(self, job_id: int, worker_id: str, error: str, *, permanent: bool = False) -> Job:
-        """A failed attempt: retry after ``retry_delay × backoff^(n-1)`` until max_retries, then ``failed``."""
+    def fail(
+        self, job_id: int, worker_id: str, error: str, *, permanent: bool = False, stalled_before: float | None = None
+    ) -> Job:
+        """A failed attempt: retry after ``retry_delay × backoff^(n-1)`` until max_retries, then ``failed``.
+
+        ``stalled_before`` (the stall check): refused too unless the owner is still silent, its last heartbeat
+        older than that time; an owner that heartbeats first keeps its job.
+        """
         now = self._clock.now()
         with self._db.write() as conn:
-            row = conn.execute(
-                select(J.c.attempts, J.c.max_retries).where(
-                    J.c.id == job_id, J.c.status == RUNNING, J.c.worker_id == worker_id
-                )
-            ).first()
+            query = select(J.c.attempts, J.c.max_retries).where(
+                J.c.id == job_id, J.c.status == RUNNING, J.c.worker_id == worker_id
+            )
+            if stalled_before is not None:
+                # FOR UPDATE (PostgreSQL): a heartbeat cannot land between this check and the update below.
+                silent = or_(J.c.last_heartbeat.is_(None), J.c.last_heartbeat < stalled_before)
+                query = query.where(silent).with_for_update()
+            row = conn.execute(query).first()
             if row is None:
                 raise self._refused(conn, job_id, worker_id, "fail")
             attempts, max_retries = row

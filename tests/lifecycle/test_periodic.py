@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from pathlib import Path
+from typing import Any
 
 import anyio
 import pytest
 
 from amphigory_tui.domain.clock import FixedClock
 from amphigory_tui.domain.errors import StaleLease
-from amphigory_tui.domain.jobs import JobStatus, RecoveryReport, Stage
+from amphigory_tui.domain.jobs import Job, JobStatus, RecoveryReport, Stage
 from amphigory_tui.services.locks import ProcessLock
 from amphigory_tui.services.proc import is_same_process
 from amphigory_tui.services.recovery import periodic_check, run_periodic_checks
@@ -36,12 +40,45 @@ def test_a_silent_live_owner_loses_its_job_through_fail(
     assert after.error_message is not None and after.error_message.startswith("stalled: no heartbeat for 61 s")
     assert "(frozen)" in after.error_message
     assert [a.outcome for a in services.store.jobs.attempts(job.id)] == ["retry"]
-    assert not is_same_process(pid, ticks), "the frozen owner's encoder was ended before the job was requeued"
+    assert not is_same_process(pid, ticks), "the job was taken, then the frozen owner's encoder was ended"
     # The old owner wakes up: every update it tries changes nothing.
     assert services.store.jobs.heartbeat(job.id, frozen.worker_id()) is False
     with pytest.raises(StaleLease):
         services.store.jobs.complete(job.id, frozen.worker_id(), output_size=1)
     assert not periodic_check(services).changed
+
+
+def test_an_owner_that_wakes_up_before_the_take_keeps_its_job_and_its_encoder(
+    services: Services, clock: FixedClock, lock_dir: Path, holders: list[Holder], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The owner heartbeats after the check found its job stalled, before the check takes it: the take is refused
+    and the owner's encode is not touched (the kill comes only after a take that succeeded)."""
+    owner = Holder(lock_dir)
+    holders.append(owner)
+    pid, ticks = sleeper()
+    jobs = services.store.jobs
+    job = running_job(services, owner.worker_id(), stage=Stage.TRANSCODE, child_pid=pid, child_start_ticks=ticks)
+    clock.advance(STALL_TIMEOUT_S + 1)
+    real_fail = jobs.fail
+    calls: list[int] = []
+
+    def owner_wakes_first(job_id: int, worker_id: str, error: str, **kwargs: Any) -> Job:
+        # The frozen owner runs again at exactly this moment: its heartbeat lands before the check's take.
+        calls.append(job_id)
+        assert jobs.heartbeat(job_id, owner.worker_id()) is True
+        return real_fail(job_id, worker_id, error, **kwargs)
+
+    monkeypatch.setattr(jobs, "fail", owner_wakes_first)
+    try:
+        report = periodic_check(services)
+        assert calls == [job.id], "the check did try to take the stalled job"
+        assert (report.stalled_requeued, report.stalled_failed, report.killed_processes) == (0, 0, 0)
+        assert is_same_process(pid, ticks), "the owner's encoder must survive a take that was refused"
+        after = jobs.get(job.id)
+        assert (after.status, after.worker_id, after.child_pid) == (JobStatus.RUNNING, owner.worker_id(), pid)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
 
 
 def test_a_dead_owner_is_recovered_without_waiting(services: Services, lock_dir: Path, holders: list[Holder]) -> None:

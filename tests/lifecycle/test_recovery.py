@@ -159,18 +159,63 @@ def test_temp_cleanup_removes_only_unowned_files_inside_work_dir(
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "precious.mkv").write_bytes(b"precious")
-    (work / "job-99" / "deep").mkdir(parents=True)
-    (work / "job-99" / "deep" / "old.mkv").write_bytes(b"o" * 100)
-    (work / "stray.tmp").write_bytes(b"s" * 5)
-    (work / "link-to-file").symlink_to(outside / "precious.mkv")
-    (work / "link-to-dir").symlink_to(outside)
-    (work / "weird $(touch pwned) -rf\nname").write_bytes(b"w")
+    dead = work / "job-99"
+    (dead / "deep").mkdir(parents=True)
+    (dead / "deep" / "old.mkv").write_bytes(b"o" * 100)
+    (dead / "stray.tmp").write_bytes(b"s" * 5)
+    (dead / "link-to-file").symlink_to(outside / "precious.mkv")
+    (dead / "link-to-dir").symlink_to(outside)
+    (dead / "weird $(touch pwned) -rf\nname").write_bytes(b"w")
     result = clean_work_dir(services, lambda: services.store.jobs.running())
-    assert (result.files, result.bytes, result.refused) == (5, 106, None)
+    assert (result.files, result.bytes, result.refused, result.unknown) == (5, 106, None, ())
     assert sorted(p.name for p in work.iterdir()) == [f"job-{live.id}"]
     assert (work / f"job-{live.id}" / "partial.mkv").read_bytes() == b"p" * 10
     assert (outside / "precious.mkv").read_bytes() == b"precious"
     assert not Path("pwned").exists()
+
+
+def test_cleanup_leaves_what_is_not_amphigorys_alone_and_names_it_once(services: Services, tmp_path: Path) -> None:
+    """A work_dir shared with other files: only job-<id> folders and .amphigory-* files go; a foreign file, a
+    foreign folder, look-alike names and links stay, untouched, and one notice names them (not at every start)."""
+    work = services.settings.work_dir
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious.mkv").write_bytes(b"precious")
+    (work / "notes.txt").write_text("my notes", encoding="utf-8")
+    (work / "My Stuff" / "deeper").mkdir(parents=True)
+    (work / "My Stuff" / "deeper" / "photo.jpg").write_bytes(b"jpg")
+    (work / "job-2024-taxes").mkdir()
+    (work / "job-2024-taxes" / "return.pdf").write_bytes(b"pdf")
+    (work / "job-7").symlink_to(outside)  # an amphigory name, but a link: never ours
+    (work / "job-8").write_bytes(b"a file, not our folder")
+    (work / "job-3" / "a1-x").mkdir(parents=True)
+    (work / "job-3" / "a1-x" / "output.mkv").write_bytes(b"o" * 10)
+    (work / ".amphigory-doctor-abc").write_bytes(b"d")
+    foreign = sorted(p.name for p in work.iterdir() if p.name not in ("job-3", ".amphigory-doctor-abc"))
+
+    report = recover(services)
+    assert (report.temp_files_removed, report.temp_bytes_removed) == (2, 11)
+    assert sorted(p.name for p in work.iterdir()) == foreign
+    assert (work / "notes.txt").read_text(encoding="utf-8") == "my notes"
+    assert (work / "My Stuff" / "deeper" / "photo.jpg").read_bytes() == b"jpg"
+    assert (work / "job-2024-taxes" / "return.pdf").read_bytes() == b"pdf"
+    assert (outside / "precious.mkv").read_bytes() == b"precious"
+    note = "left 5 unknown entries in work_dir alone: My Stuff/, job-2024-taxes/, job-7, job-8, notes.txt"
+    assert report.notes == (note,)
+    assert note in summarize(report)
+    logged = [r.message for _i, r in services.store.log.tail(limit=10)]
+    assert sum(note in m for m in logged) == 1
+
+    # The next start finds the same foreign entries: nothing to do, nothing said again.
+    again = recover(services)
+    assert again == RecoveryReport()
+    assert sum(note in r.message for _i, r in services.store.log.tail(limit=10)) == 1
+    # Something new appears: named again, with the rest.
+    (work / "new.txt").write_text("x", encoding="utf-8")
+    assert recover(services).notes == (
+        "left 6 unknown entries in work_dir alone: My Stuff/, job-2024-taxes/, job-7, job-8, new.txt and 1 more",
+    )
+    assert (work / "new.txt").exists()
 
 
 def test_the_database_inside_work_dir_is_never_touched(tmp_path: Path) -> None:
@@ -185,12 +230,14 @@ def test_the_database_inside_work_dir_is_never_touched(tmp_path: Path) -> None:
     services = open_services(settings)
     try:
         services.store.jobs.create("/library/a.mkv")
-        (work / "leftover.part").write_bytes(b"x")
+        (work / "job-1").mkdir()
+        (work / "job-1" / "leftover.part").write_bytes(b"x")
         names_before = {p.name for p in work.iterdir()}
         assert {"amphigory.db", "amphigory.db-wal", "amphigory.db-shm"} <= names_before
         report = recover(services)
         assert report.temp_files_removed == 1
-        assert {p.name for p in work.iterdir()} == names_before - {"leftover.part"}
+        assert {p.name for p in work.iterdir()} == names_before - {"job-1"}
+        assert report.notes == (), "the database's files are amphigory's: not reported as unknown"
         assert services.store.jobs.count() == 1
     finally:
         services.close()
