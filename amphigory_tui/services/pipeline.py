@@ -457,6 +457,12 @@ class TranscodePipeline:
 
         def on_bytes(done: int, total: int) -> None:
             ctx.progress(Progress(percent=round(done * 100.0 / total, 2) if total else 100.0))
+
+        def still_ours() -> None:
+            # A compare-and-set heartbeat right before the swap: a worker frozen past stall_timeout whose job
+            # another machine took over learns it here, before it touches the library (it also renews the lease).
+            if not self.store.jobs.heartbeat(ctx.job.id, ctx.worker_id):
+                raise StaleLease(f"job {ctx.job.id}: another worker owns it now; the library was left alone")
             pause_point("download", ctx.job.id)  # [lifecycle] test-only kill point (services/faults.py)
 
         try:
@@ -551,7 +557,7 @@ class TranscodePipeline:
             worker_id=ctx.worker_id,
             source=source,
             target=target,
-            part=part_path_for(target, ctx.job.id),
+            part=part_path_for(target, ctx.job.id, ctx.job.attempts),
             policy=policy,  # type: ignore[arg-type]
             original_dest=original_dest,
             source_size=st.st_size,
@@ -562,10 +568,16 @@ class TranscodePipeline:
         def on_bytes(done: int, total: int) -> None:
             ctx.progress(Progress(percent=round(done * 100.0 / total, 2) if total else 100.0))
 
+        def still_ours() -> None:
+            # A compare-and-set heartbeat right before the swap: a worker frozen past stall_timeout whose job
+            # another machine took over learns it here, before it touches the library (it also renews the lease).
+            if not self.store.jobs.heartbeat(ctx.job.id, ctx.worker_id):
+                raise StaleLease(f"job {ctx.job.id}: another worker owns it now; the library was left alone")
+
         with ctx.critical():
             try:
                 return await anyio.to_thread.run_sync(
-                    partial(place, str(output), intent, stop=ctx.stop_event, on_bytes=on_bytes)
+                    partial(place, str(output), intent, stop=ctx.stop_event, on_bytes=on_bytes, confirm=still_ours)
                 )
             except CopyStopped:
                 raise StopRequested() from None

@@ -231,3 +231,35 @@ async def test_source_changed_during_the_job_is_not_replaced(env: Env, clips: Cl
     assert path.read_bytes() == clips.plain.read_bytes() + b"appended while the job ran"
     assert sorted(p.name for p in env.lib.iterdir()) == ["growing.mp4"]
     assert leftovers(env) == []
+
+
+@pytest.mark.anyio
+async def test_a_worker_whose_job_was_taken_over_leaves_the_library_alone(
+    env: Env, clips: Clips, sink: ListSink, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another machine takes the job over (its owner looked dead) just before the swap: this worker's encode is
+    discarded, the original stays byte-identical, and the job stays with the new owner."""
+    from amphigory_tui.services import pipeline
+
+    settings = env.settings()
+    store = env.store(settings)
+    other = env.store(settings)
+    path, job = env.add(clips.plain, "taken.mp4", store)
+    real_place = pipeline.place
+    taker: list[str] = []
+
+    def taken_over_then_place(*args: object, **kwargs: object) -> object:
+        # What a second machine does once this worker's heartbeat is older than stall_timeout.
+        assert other.jobs.recover_orphaned(lambda _owner: False) == (1, 0)
+        again = other.jobs.claim("elsewhere:1:feedface")
+        assert again is not None and again.id == job.id
+        taker.append(again.worker_id or "")
+        return real_place(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(pipeline, "place", taken_over_then_place)
+    pool = WorkerPool(store, settings, sink)
+    await run_until(pool, lambda: bool(taker) and not any(s.job_id == job.id for s in pool.snapshot()))
+    now = store.jobs.get(job.id)
+    assert (now.status, now.worker_id) == (JobStatus.RUNNING, "elsewhere:1:feedface")
+    assert path.read_bytes() == clips.plain.read_bytes()
+    assert sorted(p.name for p in env.lib.iterdir()) == ["taken.mp4"]
