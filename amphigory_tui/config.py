@@ -137,6 +137,7 @@ class ScannerSettings:
     batch_interval_s: float = _spec(2.0, "Commit at least this often while scanning.", lo=0.1, hi=600)
     watch_hold_s: float = _spec(5.0, "A new file must keep its size this long before it is probed.", lo=0, hi=3600)
     auto_queue: bool = _spec(False, "Queue new candidates found by watch mode automatically.")
+    watch: bool = _spec(False, "Watch the library roots for new or changed files while the worker or the TUI runs.")
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,8 @@ from amphigory_tui.services.scanner import ReevaluateSummary, Scanner, ScanSumma
 from amphigory_tui.services.walk import check_roots
 
 if TYPE_CHECKING:
+    from anyio.abc import TaskStatus
+
     from amphigory_tui.services.runtime import Services
 
 _SHOWN_ERRORS = 5
@@ -42,7 +44,10 @@ def scan(cli: CliContext, roots: tuple[str, ...], reevaluate: bool, watch: bool,
     settings = cli.settings
     chosen = check_roots(roots or settings.library.roots)
     services = cli.services()
-    with Scanner(services.store, settings) as scanner:
+    # The ffprobe fallback is announced once, on stderr (rich's live bar there prints it above itself).
+    with Scanner(
+        services.store, settings, on_notice=lambda message: click.echo(f"note: {message}", err=True)
+    ) as scanner:
         code = _reevaluate(scanner, chosen) if reevaluate else _scan(scanner, chosen)
         if code == 0 and queue_after:
             count = services.actions.queue_all()
@@ -77,23 +82,24 @@ def _print_summary(s: ScanSummary) -> None:
     else:
         head = f"Scan complete: {s.seen:,} files in {s.elapsed_s:.1f} s"
     click.echo(head)
-    rows = [
-        ("files", s.seen),
-        ("added", s.added),
-        ("updated", s.updated),
-        ("unchanged", s.unchanged),
-        ("missing", s.missing),
-        ("probe errors", s.probe_errors),
+    rows: list[tuple[str, int, str]] = [
+        ("files", s.seen, ""),
+        ("added", s.added, ""),
+        ("updated", s.updated, ""),
+        ("unchanged", s.unchanged, ""),
+        ("missing", s.missing, ""),
+        # The library's total: a rescan probes nothing, and "0" would hide the errors it already knows.
+        ("probe errors", s.library_probe_errors, f" ({s.probe_errors:,} new)"),
     ]
     if s.walk_errors:
-        rows.append(("unreadable", s.walk_errors))
-    rows.append(("need transcoding", s.need_transcoding))
-    width = max(len(label) for label, _ in rows)
-    for label, value in rows:
-        click.echo(f"  {label:<{width}}  {value:>9,}")
+        rows.append(("unreadable", s.walk_errors, ""))
+    rows.append(("need transcoding", s.need_transcoding, ""))
+    width = max(len(label) for label, _, _ in rows)
+    for label, value, note in rows:
+        click.echo(f"  {label:<{width}}  {value:>9,}{note}")
     for message in s.errors[:_SHOWN_ERRORS]:
         click.echo(f"  ! {message}")
-    more = s.probe_errors + s.walk_errors - min(len(s.errors), _SHOWN_ERRORS)
+    more = s.library_probe_errors + s.walk_errors - min(len(s.errors), _SHOWN_ERRORS)
     if more > 0:
         click.echo(f"  … and {more:,} more errors (the Scan tab lists every file with its reason)")
 
@@ -115,33 +121,55 @@ def _print_reevaluation(s: ReevaluateSummary) -> None:
     click.echo(
         f"Re-evaluation {state} {s.files:,} files in {s.elapsed_s:.1f} s; {s.need_transcoding:,} need transcoding"
     )
+    if s.canceled_jobs:
+        click.echo(f"Canceled {s.canceled_jobs:,} queued jobs whose files no longer need transcoding")
 
 
 # --------------------------------------------------------------------------------------------------- watch
 
 
 def _watch(scanner: Scanner, services: Services, roots: tuple[str, ...]) -> int:
-    """Watch until Ctrl+C; print one line per picked-up file. Returns 130 (stopped by a signal)."""
+    """Watch until Ctrl+C; print one line per picked-up file. 130/143 when stopped by a signal, 1 on failure."""
     import anyio
 
     from amphigory_tui.domain.events import LogRecord
-    from amphigory_tui.services.watch import LibraryWatcher
+    from amphigory_tui.services.watch import watch_library
+
+    failed = False
 
     def echo(record: LogRecord) -> None:
-        click.echo(record.message)
-
-    watcher = LibraryWatcher.from_settings(scanner, services.settings, roots, on_event=echo, catch_up=True)
+        nonlocal failed
+        failed = failed or record.level == "error"
+        click.echo(record.message, err=record.level == "error")
 
     async def main() -> int:
         stop = anyio.Event()
+        code = 1
         async with anyio.create_task_group() as tg:
-            await tg.start(watcher.run, stop)
-            click.echo(f"watching {', '.join(roots)} for new or changed files (Ctrl+C to stop)")
+
+            async def watch(*, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+                # The same service `amphigory worker` and the TUI run; here it is on whatever the config says.
+                await watch_library(
+                    services.store,
+                    services.settings,
+                    enabled=True,
+                    roots=roots,
+                    stop=stop,
+                    on_event=echo,
+                    scanner=scanner,
+                    task_status=task_status,
+                )
+                tg.cancel_scope.cancel()  # it ended on its own (a failure): stop listening for signals
+
+            await tg.start(watch)
+            if not failed:
+                click.echo("(Ctrl+C to stop)")
             with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
                 async for signum in signals:
+                    code = 128 + int(signum)
                     stop.set()
-                    return 128 + int(signum)
-        return 0  # pragma: no cover - the loop only ends through a signal
+                    break
+        return code
 
     return anyio.run(main)
 

@@ -40,10 +40,15 @@ from multiprocessing.process import BaseProcess
 from types import TracebackType
 from typing import Any
 
-import av
-import av.error
-from av.stream import Disposition
-from av.video.format import VideoFormat
+try:
+    import av
+    import av.error
+    from av.stream import Disposition
+    from av.video.format import VideoFormat
+except ImportError as exc:  # the scanner falls back to ffprobe; the truncation checks below need no libav
+    AV_IMPORT_ERROR: ImportError | None = exc
+else:
+    AV_IMPORT_ERROR = None
 
 from amphigory_tui.config import ScannerSettings
 from amphigory_tui.domain.errors import AmphigoryError
@@ -70,6 +75,13 @@ _CANCEL_SLICE_MS = 100  # with a cancel event, waits for answers are cut into sl
 
 
 # --------------------------------------------------------------------------------------------------- probe_file
+
+
+def available_cpus() -> int:
+    """CPUs this process may run on (its affinity mask, e.g. under taskset or a container's cpuset), at least 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1  # pragma: no cover - macOS and Windows have no affinity call
 
 
 def probe_file(path: str) -> ProbeResult:
@@ -557,9 +569,11 @@ def _context() -> ForkServerContext:
 
 
 def _stop_workers(workers: list[_Worker]) -> None:
-    """Ask idle workers to exit, kill busy or stubborn ones, and reap them all."""
+    """Ask idle workers to exit, kill busy, starting or stubborn ones, and reap them all."""
     for w in workers:
-        if w.queue or w.broken:
+        # A worker still starting would have to finish its start-up before it reads the request to stop (on a
+        # loaded machine that is most of the grace period); it holds nothing, so it is killed.
+        if w.queue or w.broken or not w.ready:
             _kill(w)
         else:
             try:
@@ -602,7 +616,9 @@ class ProbePool:
     """
 
     def __init__(self, workers: int = 0, timeout_s: float = 30.0, *, depth: int = _DEPTH) -> None:
-        self.size = workers if workers > 0 else (os.cpu_count() or 1)
+        if AV_IMPORT_ERROR is not None:
+            raise AmphigoryError(f"PyAV cannot be imported ({AV_IMPORT_ERROR})")
+        self.size = workers if workers > 0 else available_cpus()
         self.timeout_s = timeout_s
         self._depth = max(1, depth)
         self._ctx = _context()
@@ -662,8 +678,9 @@ class ProbePool:
         """Yield ``(path, result)`` for every path, in completion order, pulling paths only as workers free up.
 
         Once ``cancel`` is set it stops within about ``_CANCEL_SLICE_MS``: no more paths are pulled, files still
-        in flight get no result (the scanner checkpoints only what it received) and their workers are replaced,
-        so one stuck inside libav costs neither the wait for ``timeout_s`` nor the next caller's time.
+        in flight get no result (the scanner checkpoints only what it received) and their workers are retired
+        (the next call starts new ones), so one stuck inside libav costs neither the wait for ``timeout_s`` nor
+        the time of a ``close()`` that follows.
         """
         if self.closed:
             raise AmphigoryError("the probe pool is closed")
@@ -671,6 +688,7 @@ class ProbePool:
             # Two interleaved streams would take each other's answers: refuse rather than hang.
             raise AmphigoryError("the probe pool is already streaming results to another caller")
         self._streaming = True
+        self._top_up()  # workers a cancel retired are replaced now, when there is work for them
         source = iter(paths)
         exhausted = False
         mine: dict[int, _Request] = {}
@@ -719,6 +737,11 @@ class ProbePool:
         self._next_id += 1
         target = path if os.path.isabs(path) else os.path.join(os.getcwd(), path)
         return _Request(self._next_id, path, target)
+
+    def _top_up(self) -> None:
+        """Start workers until the pool has ``size`` of them again."""
+        while len(self._workers) < self.size:
+            self._workers.append(self._spawn())
 
     def _spawn(self) -> _Worker:
         """Start one worker process."""
@@ -859,10 +882,12 @@ class ProbePool:
         return w.process.exitcode
 
     def _recycle_busy(self, mine: dict[int, _Request]) -> None:
-        """After a cancel: replace every worker still holding the canceled stream's files.
+        """After a cancel: retire every worker still holding the canceled stream's files.
 
-        Their answers would be dropped anyway, and one may be stuck inside libav until ``timeout_s``; a fresh
-        worker costs a fork.  Other requests they held (none while one stream runs at a time) go back to the backlog.
+        Their answers would be dropped anyway, and one may be stuck inside libav until ``timeout_s``.  No
+        replacement is started here: after a cancel the caller usually closes the pool (Ctrl+C), and a worker
+        spawned just to be stopped again is what made closing slow; the next ``probe_many`` tops the pool up.
+        Other requests they held (none while one stream runs at a time) go back to the backlog.
         """
         for w in [w for w in self._workers if any(r.rid in mine for r in w.queue)]:
             self._retire(w)
@@ -870,4 +895,3 @@ class ProbePool:
                 if request.rid in mine:
                     request.orphan = True
             self._backlog.extendleft(reversed([r for r in w.queue if not r.orphan]))
-            self._workers.append(self._spawn())

@@ -12,22 +12,32 @@ what makes checkpoints simple:
   every file up to it was fully handled (probes finish out of order, so files done beyond the frontier are listed in
   the checkpoint too, which keeps the counts exact). A resumed scan skips whole directories that sort before the
   checkpoint without listing them.
-* **Missing files.** Each walked path is taken out of the root's recorded paths (``MediaStore.known``); what is left
-  when the walk completes was not seen, and is marked missing (its live jobs canceled) if ``lstat`` says it is gone.
-  A resumed scan did not walk the files before its checkpoint, so they are left too and get one ``lstat`` each:
-  files deleted before, during or after the interruption are all found. A file in an unreadable folder, or one the
-  extension list no longer matches, still exists and is left alone; a root that lists no files at all while the
-  database knows some (an unmounted NAS share) marks nothing missing.
+* **Identity is the path.** A scan of a folder takes in every recorded row whose path lies inside it, whatever
+  root the row was filed under: ``amphigory scan /lib/Movies`` after ``amphigory scan /lib`` probes nothing
+  unchanged, and a later ``/lib`` scan still finds files deleted under ``Movies``. The ``root`` column (display
+  only) is the configured library root holding the file, else the root the row already had, else the scanned
+  folder, so alternating scans never rewrite it back and forth.
+* **Missing files.** Each walked path is taken out of the folder's recorded paths (``MediaStore.known``); what is
+  left when the walk completes was not seen, and is marked missing (its live jobs canceled) if ``lstat`` says it
+  is gone. A resumed scan did not walk the files before its checkpoint, so they are left too and get one
+  ``lstat`` each: files deleted before, during or after the interruption are all found. A file in an unreadable
+  folder, or one the extension list no longer matches, still exists and is left alone; a root that lists no files
+  at all while the database knows some (an unmounted NAS share) marks nothing missing.
 * **Incremental.** A file whose path, size and ``mtime_ns`` match its row is not probed. A changed file is re-probed
   after its live job is canceled ("source changed"); a file that reappears after being missing is re-probed.
 
 Files that need a probe go to a ``ProbePool`` (PyAV in worker processes), created only when the first such file
-is met, so a rescan of an unchanged library starts no process at all.
+is met, so a rescan of an unchanged library starts no process at all. When PyAV cannot be imported or the pool
+cannot start, ``ffprobe.FfprobeProber`` (one ffprobe per file, through ``run_tool``) takes over, with one notice.
+
+``reevaluate`` re-runs the rules over stored probes; a file that no longer qualifies loses its *queued* job
+("rules changed: …"); running and paused jobs are left to the user.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import os
 import stat
 import threading
@@ -40,13 +50,16 @@ from typing import Any, Protocol
 
 from amphigory_tui.config import Settings
 from amphigory_tui.domain.clock import Clock
-from amphigory_tui.domain.errors import UsageError
+from amphigory_tui.domain.errors import AmphigoryError, InvalidTransition, JobNotFound, UsageError
 from amphigory_tui.domain.events import ScanProgress
+from amphigory_tui.domain.jobs import JobKind, JobStatus
 from amphigory_tui.domain.media import Decision, ProbeResult
 from amphigory_tui.services.queries import LAST_SCAN_KEY
 from amphigory_tui.services.rules import decide
 from amphigory_tui.services.walk import extension_set, is_gone, normalize_roots, sort_key, walk_media
-from amphigory_tui.store import KnownFile, MediaRecord, Store
+from amphigory_tui.store import JobFilter, KnownFile, MediaRecord, Store
+
+log = logging.getLogger(__name__)
 
 CHECKPOINT_KEY = "scan.checkpoint"
 """``system_state`` key of an interrupted scan's checkpoint (JSON, see ``Checkpoint``)."""
@@ -55,6 +68,8 @@ CHANGED_REASON = "source file changed on disk"
 """Why the job of a file that changed was canceled."""
 MISSING_REASON = "source file disappeared"
 """Why the job of a file that vanished was canceled."""
+RULES_CHANGED_PREFIX = "rules changed: "
+"""Starts the reason a queued job was canceled by ``--reevaluate`` (the file's new reason follows)."""
 
 _CHECKPOINT_VERSION = 1
 _ERROR_SAMPLES = 20
@@ -71,6 +86,7 @@ class Prober(Protocol):
 
 
 ProgressCallback = Callable[[ScanProgress], None]
+NoticeCallback = Callable[[str], None]
 
 
 # --------------------------------------------------------------------------------------------------- results
@@ -78,7 +94,11 @@ ProgressCallback = Callable[[ScanProgress], None]
 
 @dataclass(frozen=True, slots=True)
 class ScanSummary:
-    """What a scan did; counts include the interrupted run when the scan resumed one."""
+    """What a scan did; counts include the interrupted run when the scan resumed one.
+
+    ``probe_errors`` counts this run's new ones; ``library_probe_errors`` every present file under the roots that
+    has one (a rescan probes nothing, so it finds no new errors, but the old ones are still there).
+    """
 
     roots: tuple[str, ...]
     seen: int
@@ -95,7 +115,12 @@ class ScanSummary:
     resumed_from: str | None = None
     last_error: str | None = None
     errors: tuple[str, ...] = ()
-    """The first few error messages (probe errors and unreadable folders), for the summary."""
+    """The first few error lines: this run's unreadable folders, then the library's probe errors in path order."""
+    library_files: int = 0
+    """Present files recorded under the roots after the scan."""
+    library_probe_errors: int = 0
+    notice: str | None = None
+    """Said once when the scan had to probe with ffprobe instead of PyAV."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +131,8 @@ class ReevaluateSummary:
     need_transcoding: int
     elapsed_s: float
     canceled: bool = False
+    canceled_jobs: int = 0
+    """Queued jobs canceled because their file no longer qualifies."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +248,7 @@ class Scanner:
         prober: Prober | None = None,
         clock: Clock | None = None,
         progress_interval_s: float = 0.1,
+        on_notice: NoticeCallback | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
@@ -230,6 +258,10 @@ class Scanner:
         self._progress_interval_s = progress_interval_s
         self._extensions = extension_set(settings.rules.extensions)
         self._follow = settings.scanner.follow_symlinks
+        self._library_roots = normalize_roots(settings.library.roots)
+        self._on_notice = on_notice
+        self.notice: str | None = None
+        """Set (and said once, to ``on_notice`` or the log) when probing fell back to ffprobe."""
         self._lock = threading.Lock()  # one scan at a time per Scanner (the pool is single-threaded)
 
     # ------------------------------------------------------------------ lifecycle
@@ -251,13 +283,36 @@ class Scanner:
                 self._prober = None
 
     def _pool(self) -> Prober:
-        """The injected prober, or a ``ProbePool`` started now (the first time a file needs probing)."""
+        """The injected prober, or one started now (the first time a file needs probing)."""
         if self._prober is None:
-            from amphigory_tui.services.probe import ProbePool  # imports av: only when there is work for it
-
-            self._owned_pool = ProbePool.from_settings(self._settings.scanner)
+            self._owned_pool = self._start_prober()
             self._prober = self._owned_pool
         return self._prober
+
+    def _start_prober(self) -> Any:
+        """A PyAV ``ProbePool``; an ``FfprobeProber`` when PyAV cannot be imported or the pool cannot start."""
+        sc = self._settings.scanner
+        try:
+            from amphigory_tui.services.probe import ProbePool  # imports av: only when there is work for it
+
+            return ProbePool.from_settings(sc)
+        except (ImportError, OSError, AmphigoryError) as exc:
+            why = str(exc) or type(exc).__name__
+        from amphigory_tui.services.ffprobe import FfprobeProber
+        from amphigory_tui.services.probe import available_cpus, container_truncation
+
+        fallback = FfprobeProber(
+            sc.probe_workers or available_cpus(),
+            sc.probe_timeout_s,
+            ffprobe=self._settings.tools.ffprobe,
+            truncation=container_truncation,
+        )
+        self.notice = f"the PyAV probe pool is unavailable ({why}); probing with ffprobe instead (slower)"
+        if self._on_notice is not None:
+            self._on_notice(self.notice)
+        else:
+            log.warning("%s", self.notice)
+        return fallback
 
     def _probe_stream(self, feed: Iterator[str], cancel: threading.Event) -> Iterator[tuple[str, ProbeResult]]:
         """Probe what ``feed`` yields; the pool is only started if it yields anything."""
@@ -322,7 +377,8 @@ class Scanner:
         prefixes = tuple(r.rstrip("/") + "/" for r in normalize_roots(roots)) if roots else None
         started = self._clock.monotonic()
         total = self._store.media.count()
-        files = need = 0
+        queued = self._queued_transcodes()
+        files = need = dropped = 0
         canceled = False
         last_emit = started
         for batch in self._store.media.iter_for_reevaluation():
@@ -337,6 +393,9 @@ class Scanner:
                 decisions.append((media_id, decision))
                 need += decision.should_transcode
             self._store.media.update_decisions(decisions)
+            # After the decisions are stored: dying in between leaves a job a rerun cancels, never a row that
+            # says "no" while its job still runs the old "yes".
+            dropped += self._cancel_stale_jobs(decisions, queued)
             files += len(decisions)
             now = self._clock.monotonic()
             if on_progress is not None and now - last_emit >= self._progress_interval_s:
@@ -345,7 +404,39 @@ class Scanner:
         elapsed = self._clock.monotonic() - started
         if on_progress is not None:
             on_progress(_progress_for_reevaluate(files, total, elapsed, done=not canceled, canceled=canceled))
-        return ReevaluateSummary(files=files, need_transcoding=need, elapsed_s=elapsed, canceled=canceled)
+        return ReevaluateSummary(
+            files=files, need_transcoding=need, elapsed_s=elapsed, canceled=canceled, canceled_jobs=dropped
+        )
+
+    def _queued_transcodes(self) -> dict[int, list[int]]:
+        """Media id -> ids of its queued transcode jobs (one query, before the re-evaluation starts)."""
+        out: dict[int, list[int]] = {}
+        flt = JobFilter(statuses=frozenset({JobStatus.QUEUED}), include_dismissed=True)
+        for job in self._store.jobs.list_jobs(flt):
+            if job.kind is JobKind.TRANSCODE and job.media_file_id is not None:
+                out.setdefault(job.media_file_id, []).append(job.id)
+        return out
+
+    def _cancel_stale_jobs(self, decisions: Sequence[tuple[int, Decision]], queued: dict[int, list[int]]) -> int:
+        """Cancel the queued jobs of files the rules now leave alone; how many were canceled.
+
+        Only queued ones: a running job is the user's to stop (it may be nearly done), a paused one the user's to
+        resume or cancel. A job claimed since ``queued`` was read is skipped (checked just before canceling).
+        """
+        count = 0
+        jobs = self._store.jobs
+        for media_id, decision in decisions:
+            if decision.should_transcode or media_id not in queued:
+                continue
+            for job_id in queued.pop(media_id):
+                try:
+                    if jobs.get(job_id).status is not JobStatus.QUEUED:
+                        continue
+                    jobs.cancel(job_id, RULES_CHANGED_PREFIX + decision.reason)
+                except (InvalidTransition, JobNotFound):
+                    continue  # claimed, finished or deleted meanwhile
+                count += 1
+        return count
 
     # ------------------------------------------------------------------ single paths (watch mode)
 
@@ -416,6 +507,7 @@ class _ScanRun:
         self.records: list[MediaRecord] = []
         self.changed_ids: list[int] = []
         self.missing_ids: list[int] = []
+        self.reroot: dict[str, list[int]] = {}  # library root -> unchanged rows filed under another root
         self.dirty = False
         self.last_flush = self.clock.monotonic()
         # progress
@@ -427,6 +519,9 @@ class _ScanRun:
         # per root
         self.root_index = 0
         self.root = ""
+        self.library_roots = scanner._library_roots
+        self.fixed_root: str | None = None  # the library root holding the whole scanned folder, if any
+        self.inner_roots: tuple[str, ...] = ()  # else the library roots inside the scanned folder
         self.window: deque[tuple[str, _InFlight | None]] = deque()
         self.inflight: dict[str, _InFlight] = {}
         self.frontier: str | None = None
@@ -439,7 +534,7 @@ class _ScanRun:
         """Scan every root from the checkpoint on; clear it and note the time when complete."""
         cp = self.checkpoint
         first = cp.root_index if cp else 0
-        present = self.store.media.present_by_root(self.roots)
+        present = self.store.media.present_under(self.roots)
         self.recorded = sum(present.values())
         new_roots = [root for root in self.roots[first:] if present[root] == 0]
         if new_roots:  # a first scan of these: count their files in a thread, for the total and the ETA
@@ -464,6 +559,8 @@ class _ScanRun:
             self.store.state.delete(CHECKPOINT_KEY)
             self.store.state.set(LAST_SCAN_KEY, repr(self.clock.now()))
         self._emit(force=True, done=not canceled, canceled=canceled)
+        totals = self.store.media.totals_under(self.roots, _ERROR_SAMPLES)
+        errors = [*self.errors, *(f"{path}: {error}" for path, error in totals.first_errors)][:_ERROR_SAMPLES]
         return ScanSummary(
             roots=self.roots,
             seen=self.c.seen,
@@ -474,12 +571,15 @@ class _ScanRun:
             missing=self.c.missing,
             probe_errors=self.c.probe_errors,
             walk_errors=self.c.walk_errors,
-            need_transcoding=self.store.media.count_candidates(self.roots),
+            need_transcoding=totals.need_transcoding,
             elapsed_s=self.clock.monotonic() - self.started,
             canceled=canceled,
             resumed_from=cp.position if cp else None,
             last_error=self.last_error,
-            errors=tuple(self.errors),
+            errors=tuple(errors),
+            library_files=totals.files,
+            library_probe_errors=totals.probe_errors,
+            notice=self.s.notice,
         )
 
     def _scan_root(self, index: int, after: str | None) -> bool:
@@ -490,7 +590,10 @@ class _ScanRun:
         self.inflight.clear()
         self.frontier = after
         self.seen_in_root = 0
-        self.known = self.store.media.known(self.root)  # one query; the walk pops what it sees
+        self.fixed_root = _containing_root(self.root, self.library_roots)
+        self.inner_roots = () if self.fixed_root else tuple(r for r in self.library_roots if _inside(r, self.root))
+        # One query: every row inside the folder, whatever root it was filed under; the walk pops what it sees.
+        self.known = self.store.media.known(self.root)
         for path, probe in self.s._probe_stream(self._feed(after), self.cancel):
             self._on_probed(path, probe)
             self._maybe_flush()
@@ -515,6 +618,7 @@ class _ScanRun:
         window = self.window
         skip = self.skip_count
         pop = self.known.pop
+        fixed, inner = self.fixed_root, self.inner_roots
         n = fresh = 0
         last: str | None = None
         for path, size, mtime_ns in walk_media(
@@ -529,6 +633,13 @@ class _ScanRun:
             n += 1
             k = pop(path, None)
             if k is not None and not k.missing and k.size_bytes == size and k.mtime_ns == mtime_ns:
+                if fixed is not None:
+                    if k.root != fixed:
+                        self._file_under(fixed, k.id)
+                elif inner:
+                    owner = _root_of(path, inner)
+                    if owner is not None and k.root != owner:
+                        self._file_under(owner, k.id)
                 # Counted when done (a file in flight is not: the checkpoint's counts cover exactly the files
                 # up to its frontier plus ``done_after``, so a resumed scan counts every file once).
                 if not skip or path not in skip:
@@ -553,6 +664,22 @@ class _ScanRun:
                 break
         self._sync(fresh, last)
         self.seen_in_root += n
+
+    def _file_under(self, root: str, media_id: int) -> None:
+        """Correct the recorded root of an unchanged file (written with the next batch; nothing is probed)."""
+        self.reroot.setdefault(root, []).append(media_id)
+        self.dirty = True
+
+    def _record_root(self, path: str, known: KnownFile | None) -> str:
+        """The root column of a file being written: its library root, else the one it had, else the scanned folder."""
+        if self.fixed_root is not None:
+            return self.fixed_root
+        owner = _root_of(path, self.inner_roots) if self.inner_roots else None
+        if owner is not None:
+            return owner
+        if known is not None and known.root and _inside(path, known.root):
+            return known.root
+        return self.root
 
     def _sync(self, fresh: int, last: str | None) -> None:
         """Fold the feed's local counts of unchanged files into the run's."""
@@ -601,7 +728,8 @@ class _ScanRun:
         """A probe came back: decide, queue the record for the next commit."""
         item = self.inflight.pop(path)
         decision = decide(path, item.size, probe, self.rules)
-        self.records.append(MediaRecord(path, self.root, item.size, item.mtime_ns, probe, decision))
+        root = self._record_root(path, item.known)
+        self.records.append(MediaRecord(path, root, item.size, item.mtime_ns, probe, decision))
         if not self.skip_count or path not in self.skip_count:
             self.c.seen += 1
             self.c.probed += 1
@@ -614,7 +742,8 @@ class _ScanRun:
         if item.known is not None and not item.known.missing:
             self.changed_ids.append(item.known.id)
         if probe.error is not None:
-            self._note_error(f"{path}: {probe.error}")
+            # Progress shows the latest; the summary lists the library's probe errors from the database.
+            self.last_error = f"{path}: {probe.error}"
         self.dirty = True
         self._done(path, item)
 
@@ -622,7 +751,7 @@ class _ScanRun:
 
     def _maybe_flush(self) -> None:
         """Commit when the batch is full or old enough (an unchanged-only stretch checkpoints by time only)."""
-        pending = len(self.records) + len(self.missing_ids)
+        pending = len(self.records) + len(self.missing_ids) + sum(len(ids) for ids in self.reroot.values())
         if pending >= self.sc.batch_size or (
             (self.dirty or self.frontier is not None)
             and self.clock.monotonic() - self.last_flush >= self.sc.batch_interval_s
@@ -641,6 +770,8 @@ class _ScanRun:
             media.mark_missing(self.missing_ids)
         if self.records:
             media.upsert(self.records)
+        for root, ids in self.reroot.items():
+            media.set_root(ids, root)
         # Dying here costs nothing but wording: the rerun finds these rows unchanged (or already missing), so its
         # summary may count a batch as "unchanged" instead of "added"; the rows themselves are right.
         done_after = (
@@ -651,6 +782,7 @@ class _ScanRun:
         self.records = []
         self.changed_ids = []
         self.missing_ids = []
+        self.reroot = {}
         self.dirty = False
         self.last_flush = self.clock.monotonic()
 
@@ -719,10 +851,33 @@ def asdict_counts(c: _Counts) -> dict[str, int]:
 # --------------------------------------------------------------------------------------------------- scan_paths
 
 
+def _inside(path: str, folder: str) -> bool:
+    """Whether ``path`` lies inside ``folder`` (a path prefix up to a separator, not a string prefix)."""
+    return path.startswith(folder.rstrip("/") + "/")
+
+
 def _root_of(path: str, roots: Sequence[str]) -> str | None:
-    """The library root that holds ``path``, if any."""
+    """The root that holds ``path``, if any."""
     for root in roots:
-        if path.startswith(root.rstrip("/") + "/"):
+        if _inside(path, root):
+            return root
+    return None
+
+
+def _pick_root(path: str, library_roots: Sequence[str], known: KnownFile | None, scanned: str) -> str:
+    """The root column of a file: its library root, else the one it was filed under, else the scanned folder."""
+    owner = _root_of(path, library_roots)
+    if owner is not None:
+        return owner
+    if known is not None and known.root and _inside(path, known.root):
+        return known.root
+    return scanned
+
+
+def _containing_root(folder: str, roots: Sequence[str]) -> str | None:
+    """The root that is ``folder`` or holds it, if any."""
+    for root in roots:
+        if folder == root or _inside(folder, root):
             return root
     return None
 
@@ -740,14 +895,14 @@ def _scan_paths(scanner: Scanner, roots: tuple[str, ...], paths: list[str], auto
     def consider(path: str, root: str, size: int, mtime_ns: int) -> None:
         current = store.media.get_by_path(path)
         k = (
-            KnownFile(current.id, current.size_bytes, current.mtime_ns, current.missing)
+            KnownFile(current.id, current.size_bytes, current.mtime_ns, current.missing, current.root)
             if current is not None
             else None
         )
         if k is not None and not k.missing and k.size_bytes == size and k.mtime_ns == mtime_ns:
             outcomes.append(FileOutcome(path, "unchanged", current.reason if current else "", media_id=k.id))
             return
-        to_probe[path] = (root, size, mtime_ns, k)
+        to_probe[path] = (_pick_root(path, scanner._library_roots, k, root), size, mtime_ns, k)
 
     for raw in paths:
         path = os.path.normpath(raw)

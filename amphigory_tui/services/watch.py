@@ -6,14 +6,20 @@ stayed the same for ``scanner.watch_hold_s`` (a download or a copy in progress k
 would be probed as truncated). Deleted files and folders are marked missing at once and their queued jobs canceled.
 A folder moved in whole produces one event for the folder only, so added folders are walked. The database work runs
 in a worker thread through ``Scanner.scan_paths``.
+
+``watch_library`` is the service the long-running commands start in their task group: it honours
+``[scanner] watch``, runs the catch-up scan, then watches, and reports problems as log lines instead of raising
+(a missing NAS mount must not take the worker down with it).
 """
 
 from __future__ import annotations
 
 import os
 import stat
+import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 import anyio
 import anyio.to_thread
@@ -21,9 +27,13 @@ from anyio.abc import TaskStatus
 from watchfiles import Change, awatch
 
 from amphigory_tui.config import DEFAULT_EXTENSIONS, Settings
+from amphigory_tui.domain.errors import AmphigoryError
 from amphigory_tui.domain.events import LogRecord
-from amphigory_tui.services.scanner import FileOutcome, Scanner
+from amphigory_tui.services.scanner import FileOutcome, ProgressCallback, Scanner, ScanSummary
 from amphigory_tui.services.walk import check_roots, extension_set, walk_media
+from amphigory_tui.store import Store
+
+T = TypeVar("T")
 
 
 @dataclass(slots=True)
@@ -56,6 +66,7 @@ class LibraryWatcher:
         auto_queue: bool = False,
         on_outcome: Callable[[FileOutcome], None] | None = None,
         on_event: Callable[[LogRecord], None] | None = None,
+        on_progress: ProgressCallback | None = None,
         tick_s: float = 0.5,
         catch_up: bool = False,
     ) -> None:
@@ -67,6 +78,7 @@ class LibraryWatcher:
         self.auto_queue = auto_queue
         self._on_outcome = on_outcome
         self._on_event = on_event
+        self._on_progress = on_progress
         self._tick_ms = max(50, int(tick_s * 1000))
         self._catch_up = catch_up
         self._pending: dict[str, _Pending] = {}
@@ -81,6 +93,7 @@ class LibraryWatcher:
         *,
         on_outcome: Callable[[FileOutcome], None] | None = None,
         on_event: Callable[[LogRecord], None] | None = None,
+        on_progress: ProgressCallback | None = None,
         catch_up: bool = False,
     ) -> LibraryWatcher:
         """A watcher of ``roots`` (default ``[library] roots``) configured by ``[scanner]`` and ``[rules]``."""
@@ -94,6 +107,7 @@ class LibraryWatcher:
             auto_queue=sc.auto_queue,
             on_outcome=on_outcome,
             on_event=on_event,
+            on_progress=on_progress,
             catch_up=catch_up,
         )
 
@@ -125,7 +139,7 @@ class LibraryWatcher:
                 # reported as an event of its own.
                 started = True
                 if self._catch_up:
-                    await self._run_catch_up()
+                    await self._run_catch_up(stop)
                 task_status.started()
             for change, path in changes:
                 self._note(change, path)
@@ -135,9 +149,19 @@ class LibraryWatcher:
 
     # ------------------------------------------------------------------ internals
 
-    async def _run_catch_up(self) -> None:
-        """An incremental scan of the roots (cheap when nothing changed), reported as one line if it found any."""
-        summary = await anyio.to_thread.run_sync(self._scanner.scan, self.roots)
+    async def _run_catch_up(self, stop: anyio.Event) -> None:
+        """An incremental scan of the roots (cheap when nothing changed), reported as one line if it found any.
+
+        ``stop`` or a cancellation stops it within a second (it leaves a checkpoint the next one resumes from).
+        """
+        scanner = self._scanner
+
+        def scan(cancel: threading.Event) -> ScanSummary:
+            return scanner.scan(self.roots, cancel=cancel, on_progress=self._on_progress)
+
+        summary = await _in_thread(scan, stop)
+        if summary.canceled:
+            return
         if self._on_event is not None and (summary.added or summary.updated or summary.missing):
             self._on_event(
                 LogRecord(
@@ -224,3 +248,99 @@ def _outermost(paths: set[str]) -> list[str]:
             continue
         out.append(path)
     return out
+
+
+async def _in_thread(fn: Callable[[threading.Event], T], stop: anyio.Event) -> T:
+    """Run ``fn(cancel)`` in a worker thread; ``stop`` or a cancellation of the caller sets ``cancel``.
+
+    A thread cannot be interrupted, so the call still waits for ``fn`` to return (the scanner stops within a
+    second of its cancel): nothing is left running against a store or a pool that the caller closes next.
+    """
+    cancel = threading.Event()
+
+    async def relay() -> None:
+        try:
+            await stop.wait()
+        finally:
+            cancel.set()
+
+    results: list[T] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(relay)
+        try:
+            results.append(await anyio.to_thread.run_sync(fn, cancel))
+        finally:
+            tg.cancel_scope.cancel()
+    return results[0]
+
+
+class _Started:
+    """Passes ``started()`` on once, so a failure after start-up does not report a second start."""
+
+    def __init__(self, inner: TaskStatus[None]) -> None:
+        self._inner = inner
+        self.done = False
+        self.on_started: Callable[[], None] | None = None
+
+    def started(self, value: None = None) -> None:
+        """Report the start to the caller's task group (the first time only)."""
+        if not self.done:
+            self.done = True
+            if self.on_started is not None:
+                self.on_started()
+            self._inner.started(value)
+
+
+async def watch_library(
+    store: Store,
+    settings: Settings,
+    *,
+    enabled: bool | None = None,
+    roots: Sequence[str] | None = None,
+    stop: anyio.Event | None = None,
+    on_event: Callable[[LogRecord], None] | None = None,
+    on_outcome: Callable[[FileOutcome], None] | None = None,
+    on_progress: ProgressCallback | None = None,
+    scanner: Scanner | None = None,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+) -> None:
+    """Keep the library up to date while a long-running command runs: a catch-up scan, then watch mode.
+
+    Start it in the command's task group (``tg.start_soon(watch_library, store, settings, ...)``); it runs until
+    ``stop`` is set or the group is cancelled, and stops within about a second either way. ``enabled`` defaults
+    to ``[scanner] watch``; ``roots`` to ``[library] roots``. When off, or with no roots, or when a root is not
+    a directory, it says so through ``on_event`` (if that matters) and returns. ``task_status.started()`` comes
+    once the watches are in place and the catch-up scan is done. ``on_event``, ``on_outcome`` and
+    ``on_progress`` are called from the event loop's thread and, for scan progress, from a worker thread: an
+    ``EventSink.emit`` fits all three. A scanner passed in is used and left open; else one is made and closed.
+    """
+    on = settings.scanner.watch if enabled is None else enabled
+    status = _Started(task_status)
+
+    def say(level: str, message: str) -> None:
+        if on_event is not None:
+            on_event(LogRecord(level=level, message=message))
+
+    chosen = tuple(roots if roots is not None else settings.library.roots)
+    if not on:
+        status.started()
+        return
+    if not chosen:
+        say("warning", "watch: no library roots configured ([library] roots); not watching")
+        status.started()
+        return
+    owned = scanner is None
+    active = scanner or Scanner(store, settings, on_notice=lambda message: say("warning", message))
+    try:
+        watcher = LibraryWatcher.from_settings(
+            active, settings, chosen, on_outcome=on_outcome, on_event=on_event, on_progress=on_progress, catch_up=True
+        )
+        # Said once the watches are in place: a file copied in after this line is reported as an event.
+        status.on_started = lambda: say("info", f"watch: watching {', '.join(watcher.roots)} for new or changed files")
+        await watcher.run(stop, task_status=status)
+    except (AmphigoryError, OSError) as exc:  # a root gone (unmounted share), a probe pool that cannot start
+        say("error", f"watch: stopped: {exc}")
+        status.started()
+    finally:
+        if owned:
+            active.close()

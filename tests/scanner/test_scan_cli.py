@@ -61,11 +61,13 @@ def state(tmp_path: Path, key: str) -> str | None:
 
 
 def summary_counts(stdout: str) -> dict[str, int]:
-    """The summary table: label -> number."""
-    return {
-        m.group(1).strip(): int(m.group(2).replace(",", ""))
-        for m in re.finditer(r"^  ([a-z ]+?)\s+([\d,]+)$", stdout, re.MULTILINE)
-    }
+    """The summary table: label -> number (``probe errors 4 (1 new)`` gives "probe errors" 4, "new probe errors" 1)."""
+    counts: dict[str, int] = {}
+    for m in re.finditer(r"^  ([a-z ]+?)\s+([\d,]+)(?: \(([\d,]+) new\))?$", stdout, re.MULTILINE):
+        counts[m.group(1).strip()] = int(m.group(2).replace(",", ""))
+        if m.group(3) is not None:
+            counts[f"new {m.group(1).strip()}"] = int(m.group(3).replace(",", ""))
+    return counts
 
 
 def test_scan_records_every_decision_with_its_reason(library: Path, tmp_path: Path) -> None:
@@ -143,10 +145,17 @@ def test_queue_and_reevaluate_options(library: Path, tmp_path: Path) -> None:
     assert scanned.returncode == 0, scanned.stderr
     need = summary_counts(scanned.stdout)["need transcoding"]
     assert f"Queued {need} jobs" in scanned.stdout
+    rescan = run_amphigory(config, "scan", str(library))
+    counts = summary_counts(rescan.stdout)
+    # Nothing probed, but the library's probe errors are still counted and listed, in path order.
+    assert (counts["probe errors"], counts["new probe errors"], counts["unchanged"]) == (3, 0, counts["files"])
+    listed = [line[4:].split(": ", 1)[0] for line in rescan.stdout.splitlines() if line.startswith("  ! ")]
+    assert listed == sorted(str(library / p) for p in (EMPTY, TEXT, TRUNCATED))
     config.write_text(config.read_text() + "[rules]\nmin_size_mb = 100000\n", encoding="utf-8")
     again = run_amphigory(config, "scan", "--reevaluate", str(library))
     assert again.returncode == 0, again.stderr
     assert re.search(r"Re-evaluation done: \d+ files in [\d.]+ s; 0 need transcoding", again.stdout)
+    assert f"Canceled {need} queued jobs whose files no longer need transcoding" in again.stdout
     store = open_db(tmp_path)
     assert store.media.get_by_path(str(library / BIG)).reason == "below min size 100000 MB"  # type: ignore[union-attr]
     store.close()

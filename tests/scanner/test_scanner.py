@@ -4,20 +4,30 @@ resume, symlinks, walk order, progress events."""
 from __future__ import annotations
 
 import os
+import random
+import re
 import shutil
 import threading
 from pathlib import Path
 
 import pytest
 
+from amphigory_tui.domain.clock import FixedClock
 from amphigory_tui.domain.events import ScanProgress
 from amphigory_tui.domain.jobs import JobStatus
 from amphigory_tui.domain.media import MediaFile
 from amphigory_tui.services.probe import FAULTS_ENV, HANG_MARKER, ProbePool
 from amphigory_tui.services.queries import LAST_SCAN_KEY
-from amphigory_tui.services.scanner import CHANGED_REASON, CHECKPOINT_KEY, MISSING_REASON, Scanner, ScanSummary
+from amphigory_tui.services.scanner import (
+    CHANGED_REASON,
+    CHECKPOINT_KEY,
+    MISSING_REASON,
+    RULES_CHANGED_PREFIX,
+    Scanner,
+    ScanSummary,
+)
 from amphigory_tui.services.walk import extension_set, sort_key, walk_media
-from amphigory_tui.store import Store
+from amphigory_tui.store import MediaFilter, Store
 from tests.scanner.conftest import (
     BIG,
     DEEP,
@@ -37,8 +47,6 @@ ALL_AS_ROOT = (*MEDIA, IN_CLOSED_DIR)
 
 def rows(store: Store) -> dict[str, MediaFile]:
     """Every media row (missing ones too), by path."""
-    from amphigory_tui.store import MediaFilter
-
     return {m.path: m for m in store.media.list_media(MediaFilter(include_missing=True))}
 
 
@@ -351,3 +359,68 @@ def test_scan_paths_handles_new_changed_and_deleted(library: Path, store: Store,
     assert by_path["/elsewhere/x.mkv"].outcome == "ignored"
     assert rows(store)[str(library / DEEP)].missing
     assert [j.input_path for j in store.jobs.list_jobs()] == [str(new)]
+
+
+def test_reevaluate_cancels_queued_jobs_of_files_that_no_longer_qualify(
+    library: Path, store: Store, counting: CountingProber
+) -> None:
+    """Stricter rules: queued jobs are canceled with the new reason; a running job is left alone."""
+    Scanner(store, settings_with(), prober=counting).scan([str(library)])
+    queued = store.jobs.queue_for_transcoding()
+    assert queued >= 3
+    running = store.jobs.claim("host:1:test")
+    assert running is not None
+    strict = settings_with(rules__min_expected_savings_pct=99.0)
+    summary = Scanner(store, strict, prober=counting).reevaluate()
+    assert summary.need_transcoding == 0 and summary.canceled_jobs == queued - 1
+    by_path = rows(store)
+    for job in store.jobs.list_jobs():
+        if job.id == running.id:
+            assert (job.status, job.control_request) == (JobStatus.RUNNING, None)
+            continue
+        assert job.status is JobStatus.CANCELED
+        reason = by_path[job.input_path].reason
+        assert re.fullmatch(r"expected saving \d+ % < min 99 %", reason)
+        assert job.error_message == RULES_CHANGED_PREFIX + reason
+    assert Scanner(store, strict, prober=counting).reevaluate().canceled_jobs == 0
+
+
+def test_a_random_bytes_mkv_gets_a_probe_error_and_is_never_queued(
+    library: Path, store: Store, counting: CountingProber
+) -> None:
+    """Noise named .mkv: recorded with a probe error, counted, not a candidate."""
+    noise = library / "Broken/noise.mkv"
+    noise.write_bytes(random.Random(7).randbytes(256 * 1024))
+    summary = Scanner(store, settings_with(), prober=counting).scan([str(library)])
+    row = rows(store)[str(noise)]
+    assert row.probe_error is not None and not row.should_transcode
+    assert row.reason == f"probe error: {row.probe_error}"
+    assert summary.probe_errors == 4
+    store.jobs.queue_for_transcoding()
+    assert str(noise) not in {j.input_path for j in store.jobs.list_jobs()}
+
+
+@pytest.mark.parametrize("moving", [True, False])
+def test_batches_are_committed_by_time_alone(library: Path, store: Store, pool: ProbePool, moving: bool) -> None:
+    """With a batch size no scan reaches, the clock alone commits: batch_interval_s after the last commit the
+    results so far and a checkpoint are written mid-scan; a clock that does not move commits only at the end."""
+    clock = FixedClock()
+    seen: list[tuple[int, str | None]] = []
+
+    def after_each(n: int) -> None:
+        # Runs before the scanner has the n-th result: rows and checkpoint reflect the first n - 1.
+        seen.append((store.media.count(MediaFilter(include_missing=True)), store.state.get(CHECKPOINT_KEY)))
+        if moving:
+            clock.advance(0.5)
+
+    settings = settings_with(scanner__batch_size=100_000, scanner__batch_interval_s=0.5)
+    prober = CountingProber(pool, after_each=after_each)
+    Scanner(store, settings, prober=prober, clock=clock).scan([str(library)])
+    if moving:
+        assert seen[0] == (0, None)
+        assert all(recorded == n for n, (recorded, _) in enumerate(seen[1:], start=1))
+        assert all(cp is not None for _, cp in seen[1:])
+    else:
+        assert seen == [(0, None)] * len(ALL_AS_ROOT)
+    assert len(rows(store)) == len(ALL_AS_ROOT)
+    assert store.state.get(CHECKPOINT_KEY) is None

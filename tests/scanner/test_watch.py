@@ -10,18 +10,21 @@ import signal
 import subprocess
 import threading
 from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import anyio
+import anyio.from_thread
 import pytest
 
+from amphigory_tui.config import ScannerSettings
 from amphigory_tui.domain.events import LogRecord
 from amphigory_tui.domain.jobs import JobStatus
 from amphigory_tui.services.probe import ProbePool
 from amphigory_tui.services.scanner import FileOutcome, Scanner
-from amphigory_tui.services.watch import LibraryWatcher
+from amphigory_tui.services.watch import LibraryWatcher, watch_library
 from amphigory_tui.store import Store
-from tests.scanner.conftest import BIG, HOSTILE, CountingProber, amphigory_argv, make_config, settings_with
+from tests.scanner.conftest import BIG, HOSTILE, MEDIA, CountingProber, amphigory_argv, make_config, settings_with
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 20.0) -> None:
@@ -147,3 +150,83 @@ def test_scan_watch_cli_picks_up_a_new_file_and_stops_on_ctrl_c(tmp_path: Path, 
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
     assert "Traceback" not in (proc.stderr.read() if proc.stderr else "")
+
+
+@pytest.mark.anyio
+async def test_watch_library_is_off_unless_configured(tmp_path: Path, store: Store, library_src: Path) -> None:
+    """[scanner] watch = false (the default): the service reports started and returns without scanning."""
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(library_src / HOSTILE, root / "a.mkv")
+    lines: list[LogRecord] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(partial(watch_library, store, settings_with(library__roots=[str(root)]), on_event=lines.append))
+    assert lines == [] and store.media.count() == 0
+
+
+@pytest.mark.anyio
+async def test_watch_library_catches_up_then_watches_until_cancelled(
+    tmp_path: Path, store: Store, library_src: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Configured on: a catch-up scan records what is there, a file copied in later is added, and cancelling the
+    task group (how a worker or the TUI shuts down) ends it and closes the probe pool it started."""
+    started: list[ProbePool] = []
+    make_pool = ProbePool.from_settings
+
+    def recording(cls: type[ProbePool], sc: ScannerSettings) -> ProbePool:
+        started.append(make_pool(sc))
+        return started[-1]
+
+    monkeypatch.setattr(ProbePool, "from_settings", classmethod(recording))
+    root = tmp_path / "root"
+    root.mkdir()
+    shutil.copy(library_src / HOSTILE, root / "before.mkv")
+    settings = settings_with(
+        library__roots=[str(root)], scanner__watch=True, scanner__watch_hold_s=0.3, scanner__probe_workers=1
+    )
+    lines: list[LogRecord] = []
+    outcomes: list[FileOutcome] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(partial(watch_library, store, settings, on_event=lines.append, on_outcome=outcomes.append))
+        assert store.media.get_by_path(str(root / "before.mkv")) is not None  # the catch-up scan ran first
+        assert [r.message for r in lines] == [
+            "watch: catch-up scan: 1 added, 0 updated, 0 missing",
+            f"watch: watching {root} for new or changed files",
+        ]
+        shutil.copy(library_src / HOSTILE, root / "after.mkv")
+        await wait_until(lambda: any(o.path == str(root / "after.mkv") for o in outcomes))
+        tg.cancel_scope.cancel()
+    assert [(o.outcome, o.path) for o in outcomes] == [("added", str(root / "after.mkv"))]
+    assert not [r for r in lines if r.level == "error"]
+    assert len(started) == 1 and started[0].closed
+
+
+@pytest.mark.anyio
+async def test_watch_library_reports_a_missing_root_and_returns(tmp_path: Path, store: Store) -> None:
+    """A root that is gone (an unmounted share) is one error line, not an exception in the caller's task group."""
+    settings = settings_with(library__roots=[str(tmp_path / "gone")], scanner__watch=True)
+    lines: list[LogRecord] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(partial(watch_library, store, settings, on_event=lines.append))
+    assert [(r.level, r.message) for r in lines] == [
+        ("error", f"watch: stopped: library root {tmp_path / 'gone'} does not exist")
+    ]
+
+
+@pytest.mark.anyio
+async def test_cancelling_during_the_catch_up_scan_stops_it_with_a_checkpoint(
+    library: Path, store: Store, pool: ProbePool
+) -> None:
+    """The catch-up scan runs in a thread; cancelling the task group cancels the scan too (it does not run on
+    against a store the caller is about to close) and leaves a checkpoint for the next one."""
+    settings = settings_with(library__roots=[str(library)], scanner__watch=True, scanner__batch_size=1)
+    async with anyio.create_task_group() as tg:
+
+        def cancel_once(n: int) -> None:
+            if n == 1:
+                anyio.from_thread.run_sync(tg.cancel_scope.cancel)
+
+        scanner = Scanner(store, settings, prober=CountingProber(pool, after_each=cancel_once))
+        tg.start_soon(partial(watch_library, store, settings, scanner=scanner))
+    assert Scanner(store, settings).resumable([str(library)]) is not None
+    assert 0 < store.media.count() < len(MEDIA)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import subprocess
 import sys
@@ -427,7 +428,42 @@ def test_close_reaps_every_worker_even_busy_ones(media: Path, tmp_path: Path, fa
         pool.probe(str(media / "dvd.mpg"))
 
 
-def test_pool_size_from_settings() -> None:
+def test_pool_size_from_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """probe_workers = 0: one worker per CPU this process may use (its affinity), not per CPU of the machine."""
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0})
     with ProbePool.from_settings(ScannerSettings(probe_workers=0, probe_timeout_s=5)) as pool:
-        assert pool.size == (os.cpu_count() or 1) and len(pool.pids) == pool.size
+        assert pool.size == 1 and len(pool.pids) == 1
         assert pool.timeout_s == 5
+
+
+def test_a_cancel_retires_busy_workers_without_starting_new_ones(media: Path, tmp_path: Path, faults: None) -> None:
+    """After a cancel nothing is spawned (the caller is usually about to close the pool, as Ctrl+C does); close
+    then has only idle workers to stop, and a later call starts the missing workers first."""
+    hang = tmp_path / f"movie {HANG_MARKER}.mkv"
+    shutil.copy(media / "hevc.mkv", hang)
+    pool = ProbePool(2, timeout_s=30, depth=1)
+    try:
+        before = set(pool.pids)
+        cancel = threading.Event()
+        paths = [str(hang), str(media / "dvd.mpg"), str(media / "legacy.avi"), str(media / "clip.mp4")]
+        for _path, _result in pool.probe_many(paths, cancel):
+            cancel.set()  # the hanging file is still in a worker
+        after = set(pool.pids)
+        assert after < before  # the stuck worker retired, no replacement
+        assert all(_reaped(pid) for pid in before - after)
+        assert pool.probe(str(media / "dvd.mpg")).video_codec == "mpeg2video"
+        assert len(pool.pids) == 2 and pool.restarts == 0
+    finally:
+        pids = pool.pids
+        pool.close()
+    assert all(_reaped(pid) for pid in pids)
+
+
+def test_random_bytes_named_mkv_are_not_media(media: Path, tmp_path: Path) -> None:
+    """Noise with a media extension gets a probe error (in-process and in the pool), never facts."""
+    noise = tmp_path / "noise.mkv"
+    noise.write_bytes(random.Random(7).randbytes(256 * 1024))
+    result = probe_file(str(noise))
+    assert result.error is not None and result.video_codec is None
+    with ProbePool(1, timeout_s=30) as pool:
+        assert pool.probe(str(noise)) == result
