@@ -112,10 +112,26 @@ async def _watch_signals(
             on_stop(graceful)
 
 
+RESIZE_SIGNALS = {signal.SIGUSR1: +1, signal.SIGUSR2: -1}
+"""``kill -USR1`` adds a claim loop to a running ``amphigory worker``, ``kill -USR2`` removes one (it finishes its
+job first): the headless counterpart of the Workers tab's ``+``/``-``."""
+
+
+async def _watch_resize(pool: WorkerPool, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+    """Change the pool size by one per SIGUSR1 / SIGUSR2."""
+    with anyio.open_signal_receiver(*RESIZE_SIGNALS) as received:
+        task_status.started()
+        async for signum in received:
+            size = max(0, pool.size + RESIZE_SIGNALS[signal.Signals(signum)])
+            pool.set_size(size)
+            logger.warning("%s received: %d worker loop%s now", signal.Signals(signum).name, size, "s"[: size != 1])
+
+
 async def _main(pool: WorkerPool, state: StopState) -> None:
     async with anyio.create_task_group() as tg:
-        # start(), not start_soon(): the receiver is in place before the first claim.
+        # start(), not start_soon(): the receivers are in place before the first claim.
         await tg.start(_watch_signals, pool, tg, state)
+        await tg.start(_watch_resize, pool)
         await pool.run()
         tg.cancel_scope.cancel()
 

@@ -148,3 +148,27 @@ def test_a_stop_signal_during_startup_recovery_exits_cleanly(make_rig: type[Rig]
         dead.cleanup()
     rig.drain()
     rig.check_completed(clip)
+
+
+def test_usr1_and_usr2_resize_a_running_worker(make_rig: type[Rig]) -> None:
+    """`kill -USR1` adds a claim loop (a new row in the workers table), `kill -USR2` removes one; the worker goes on
+    and still stops cleanly on SIGTERM."""
+    rig = make_rig()
+    worker = rig.start()
+
+    def loops() -> int:
+        return sum(1 for w in rig.store.workers.list_workers() if w.pid == worker.pid)
+
+    wait_until(lambda: loops() == 1, 30, lambda: f"1 loop registered; log:\n{worker.output()}")
+    worker.signal(signal.SIGUSR1)
+    wait_until(lambda: loops() == 2, 30, lambda: f"2 loops after SIGUSR1; log:\n{worker.output()}")
+    # One at a time: two identical signals sent together may arrive as one (Unix signals do not queue).
+    for left in (1, 0):
+        worker.signal(signal.SIGUSR2)
+        wait_until(lambda n=left: loops() == n, 30, lambda n=left: f"{n} loops after SIGUSR2: {worker.output()}")
+    assert worker.alive()
+    worker.signal(signal.SIGUSR1)
+    wait_until(lambda: loops() == 1, 30, lambda: f"back to 1 loop; log:\n{worker.output()}")
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
+    assert "SIGUSR1 received: 2 worker loops now" in worker.output()
