@@ -127,11 +127,16 @@ async def _watch_resize(pool: WorkerPool, *, task_status: TaskStatus[None] = any
             logger.warning("%s received: %d worker loop%s now", signal.Signals(signum).name, size, "s"[: size != 1])
 
 
-async def _main(pool: WorkerPool, state: StopState) -> None:
+async def _main(pool: WorkerPool, state: StopState, services: Services | None = None) -> None:
     async with anyio.create_task_group() as tg:
         # start(), not start_soon(): the receivers are in place before the first claim.
         await tg.start(_watch_signals, pool, tg, state)
         await tg.start(_watch_resize, pool)
+        if services is not None and services.settings.scanner.watch and not pool.drain:
+            # [scanner] watch = true: a catch-up scan (resuming an interrupted one), then new files as they land.
+            from amphigory_tui.services.watch import watch_library
+
+            tg.start_soon(partial(watch_library, services.store, services.settings, on_event=pool.emit))
         await pool.run()
         tg.cancel_scope.cancel()
 
@@ -159,7 +164,7 @@ def run_worker(
                 ", drain mode" if drain else "",
                 settings.database_url,
             )
-            anyio.run(_main, pool, state)
+            anyio.run(_main, pool, state, services)
             early.install()  # the event loop put the default handlers back: closing must not be cut short either
             logger.info("worker stopped%s", " (queue drained)" if pool.drained else "")
         finally:

@@ -164,6 +164,7 @@ class Rig:
         kill_grace_s: float = 3.0,
         max_retries: int = 3,
         policy: str = "keep",
+        watch: bool = False,
     ) -> None:
         self.policy = policy
         self.backup = root / "backup"
@@ -208,6 +209,9 @@ class Rig:
                     "[transcode]",
                     "extra_args = [" + ", ".join(f'"{a}"' for a in EXTRA_ARGS) + "]",
                     f'original_policy = "{policy}"',
+                    "[scanner]",
+                    f"watch = {'true' if watch else 'false'}",
+                    "watch_hold_s = 0.5",
                     "[logging]",
                     'level = "info"',
                     "",

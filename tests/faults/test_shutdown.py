@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -172,3 +173,19 @@ def test_usr1_and_usr2_resize_a_running_worker(make_rig: type[Rig]) -> None:
     worker.signal(signal.SIGTERM)
     assert worker.wait(10) == 0
     assert "SIGUSR1 received: 2 worker loops now" in worker.output()
+
+
+def test_a_worker_with_watch_on_records_a_file_copied_into_the_library(make_rig: type[Rig]) -> None:
+    """`[scanner] watch = true`: `amphigory worker` catches up, then probes a file that lands in the library."""
+    rig = make_rig(watch=True)
+    (existing,) = rig.add_jobs(1)
+    worker = rig.start()
+    wait_until(lambda: rig.store.media.get_by_path(str(existing.path)) is not None, 60, worker.output)
+    new = rig.library / "arrived later.mkv"
+    shutil.copyfile(existing.path, rig.root / "staging.mkv")
+    os.replace(rig.root / "staging.mkv", new)
+    wait_until(lambda: rig.store.media.get_by_path(str(new)) is not None, 60, worker.output)
+    row = rig.store.media.get_by_path(str(new))
+    assert row is not None and row.probe_error is None and row.probe is not None and row.probe.video_codec == "h264"
+    worker.signal(signal.SIGTERM)
+    assert worker.wait(10) == 0
