@@ -31,6 +31,8 @@ def build_app(services: Services, *, run_pool: bool = True) -> AmphigoryApp:
 
     prepare_child_processes()
     app_ref: list[AmphigoryApp] = []
+    watching = services.settings.scanner.watch
+    interrupted: list[bool] = []
 
     def startup() -> str | None:
         from amphigory_tui.services.locks import hold_process_lock
@@ -38,6 +40,7 @@ def build_app(services: Services, *, run_pool: bool = True) -> AmphigoryApp:
 
         services.settings.work_dir.mkdir(parents=True, exist_ok=True)
         report = recover(services, lock=hold_process_lock())
+        interrupted.append(report.scan_interrupted)
         return summarize(report) if report.changed or report.notes else None
 
     def scan(on_progress: Callable[[ScanProgress], None], cancel: threading.Event) -> Any:
@@ -47,6 +50,12 @@ def build_app(services: Services, *, run_pool: bool = True) -> AmphigoryApp:
         settings = app_ref[0].settings if app_ref else services.settings
         with Scanner(services.store, settings) as scanner:
             return scanner.scan(cancel=cancel, on_progress=on_progress)
+
+    async def watch() -> None:
+        # [scanner] watch = true: the catch-up scan (it resumes an interrupted one), then new files as they land.
+        from amphigory_tui.services.watch import watch_library
+
+        await watch_library(services.store, services.settings, on_event=app_ref[0].sink.emit)
 
     def pool_factory(sink: UiSink) -> PoolPort:
         from amphigory_tui.pool.pool import WorkerPool
@@ -59,6 +68,9 @@ def build_app(services: Services, *, run_pool: bool = True) -> AmphigoryApp:
         scan_runner=scan,
         startup=startup,
         stop_signals=run_pool,
+        background=watch if watching else None,
+        # Without watch mode the Scan tab restarts an interrupted scan itself (with watch, the catch-up scan does).
+        resume_scan=lambda: bool(interrupted and interrupted[0]) and not watching,
     )
     app_ref.append(app)
     return app

@@ -90,10 +90,13 @@ class AmphigoryApp(App[None]):
         poll: bool = True,
         install_log_handler: bool = True,
         stop_signals: bool = False,
+        resume_scan: Callable[[], bool] | None = None,
     ) -> None:
         """``startup`` (blocking: lock, recovery) runs in a thread before the pool starts and returns a notice;
-        ``background`` (the periodic checks) runs beside the pool; ``pool_factory`` builds the pool on our sink;
-        ``stop_signals`` makes SIGTERM/SIGHUP pause the pool's jobs and quit (the real app, not tests)."""
+        ``background`` (watch mode) runs beside the pool; ``pool_factory`` builds the pool on our sink;
+        ``stop_signals`` makes SIGTERM/SIGHUP pause the pool's jobs and quit (the real app, not tests);
+        ``resume_scan`` (asked once startup is done; it must not touch the database) says whether to restart the
+        scan an earlier run left interrupted, from its checkpoint."""
         super().__init__()
         self.services = services
         self.sink = UiSink(self)
@@ -111,6 +114,7 @@ class AmphigoryApp(App[None]):
         self._background = background
         self._poll_enabled = poll
         self._stop_signals = stop_signals
+        self._resume_scan = resume_scan
         self._poller: Poller | None = None
         self._log_handler = UiLogHandler(self.sink) if install_log_handler else None
         self._pool_worker: Worker[None] | None = None
@@ -184,6 +188,14 @@ class AmphigoryApp(App[None]):
             self.notify(message.notice, title="Recovery", timeout=15)
         self._begin()
         self.reload_all()
+        if self._resume_scan is not None and self._resume_scan():
+            # After a refresh: the Scan tab mounts lazily just after the first frame.
+            self.call_after_refresh(self._resume_interrupted_scan)
+
+    def _resume_interrupted_scan(self) -> None:
+        if self.scan_pane.is_mounted and not self.scan_pane.scanning:
+            self.notify("Resuming the interrupted scan from its checkpoint…", title="Scan")
+            self.scan_pane.action_scan()
 
     def _begin(self) -> None:
         """Build (after the first paint: importing it is not free) and start the pool, and the background checks."""

@@ -138,3 +138,20 @@ async def test_s_without_roots_says_what_to_set(world_factory: Callable[..., Wor
         await press(pilot, "1", "s")
         assert calls == []
         assert any("No library roots" in n for n in notes(app))
+
+
+@pytest.mark.parametrize("interrupted", [True, False])
+async def test_an_interrupted_scan_is_resumed_after_startup(world: World, interrupted: bool) -> None:
+    """Startup found a scan checkpoint (and watch mode is off): the app restarts that scan by itself, once."""
+    calls: list[int] = []
+
+    def runner(on_progress: Callable[[ScanProgress], None], cancel: threading.Event) -> None:
+        calls.append(1)
+
+    app = world.app(scan_runner=runner, startup=lambda: None, resume_scan=lambda: interrupted)
+    async with app.run_test(size=SIZE) as pilot:
+        await settle(pilot)
+        await pilot.pause(0.1)
+        await settle(pilot)
+        assert calls == ([1] if interrupted else [])
+        assert any("Resuming the interrupted scan" in n for n in notes(app)) is interrupted
