@@ -28,7 +28,7 @@ from amphigory_tui.pool.sink import EventSink, LoggingSink
 from amphigory_tui.services.locks import hold_process_lock, release_process_lock
 from amphigory_tui.services.recovery import recover, summarize
 from amphigory_tui.services.runtime import Services, open_services
-from amphigory_tui.services.signals import STOP_SIGNALS, StopState
+from amphigory_tui.services.signals import STOP_SIGNALS, StopState, watch_stop_signals
 
 __all__ = ["configure_logging", "run_worker", "startup"]
 
@@ -97,19 +97,7 @@ async def _watch_signals(
         # shutdown() waits for the pool to end: run it beside the watcher so a second signal is still heard.
         tg.start_soon(partial(pool.shutdown, pause_running=True, grace=graceful))
 
-    with anyio.open_signal_receiver(*SIGNALS) as received:
-        task_status.started()
-        # A signal counted by the early handler after startup looked and before this receiver took over.
-        if state.stopping:
-            on_stop(True)
-        async for signum in received:
-            graceful = state.record(signum)
-            name = signal.Signals(signum).name
-            if graceful:
-                logger.warning("%s received: pausing running jobs and stopping (send it again to hurry)", name)
-            else:
-                logger.warning("%s received again: killing running tools now", name)
-            on_stop(graceful)
+    await watch_stop_signals(on_stop, state=state, signals=SIGNALS, task_status=task_status)
 
 
 RESIZE_SIGNALS = {signal.SIGUSR1: +1, signal.SIGUSR2: -1}

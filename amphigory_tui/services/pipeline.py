@@ -457,12 +457,6 @@ class TranscodePipeline:
 
         def on_bytes(done: int, total: int) -> None:
             ctx.progress(Progress(percent=round(done * 100.0 / total, 2) if total else 100.0))
-
-        def still_ours() -> None:
-            # A compare-and-set heartbeat right before the swap: a worker frozen past stall_timeout whose job
-            # another machine took over learns it here, before it touches the library (it also renews the lease).
-            if not self.store.jobs.heartbeat(ctx.job.id, ctx.worker_id):
-                raise StaleLease(f"job {ctx.job.id}: another worker owns it now; the library was left alone")
             pause_point("download", ctx.job.id)  # [lifecycle] test-only kill point (services/faults.py)
 
         try:

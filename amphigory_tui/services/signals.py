@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import anyio
+from anyio.abc import TaskStatus
 
 from amphigory_tui.services.proc import ToolResult
 
@@ -80,14 +81,22 @@ async def watch_stop_signals(
     *,
     state: StopState | None = None,
     signals: tuple[signal.Signals, ...] = STOP_SIGNALS,
+    task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
 ) -> None:
     """Receive stop signals until cancelled; ``on_stop(True)`` for the first, ``on_stop(False)`` for later ones.
 
-    Run it in the same task group as the pool (``tg.start_soon``) and cancel it once the pool has stopped. While it
-    runs, the default actions of these signals (dying at once) are replaced by this graceful path.
+    Run it in the same task group as the pool (``tg.start`` returns once the receiver is in place) and cancel it
+    once the pool has stopped. While it runs, the default actions of these signals (dying at once) are replaced by
+    this graceful path. A ``state`` that already saw a signal (counted by an earlier handler before this receiver
+    took over) gets its ``on_stop(True)`` at once.
     """
     current = state if state is not None else StopState()
     with anyio.open_signal_receiver(*signals) as received:
+        task_status.started()
+        if current.stopping:
+            result = on_stop(True)
+            if result is not None:
+                await result
         async for signum in received:
             graceful = current.record(signum)
             name = signal.Signals(signum).name
