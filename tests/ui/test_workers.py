@@ -7,6 +7,7 @@ from collections.abc import Callable
 
 import pytest
 from textual.pilot import Pilot
+from textual.widgets import Static
 
 from amphigory_tui.pool.pool import WorkerPool
 from amphigory_tui.ui.app import AmphigoryApp
@@ -98,3 +99,15 @@ async def test_keys_without_a_pool_explain(world: World) -> None:
         assert notes(app).count("This process runs no worker pool.") == 2
         await settle(pilot)
         assert len(world.services.queries.workers()) == 3
+
+
+async def test_a_poll_before_the_lazy_tab_composed_is_kept_for_its_mount(world: World) -> None:
+    """The poller can deliver before the Workers tab's children exist: no error, and the summary shows on mount."""
+    app = world.app()
+    pane = app.workers_pane
+    pane.apply_poll([], {})  # not mounted yet: nothing to update, nothing lost
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settle(pilot)
+        await press(pilot, "3")
+        summary = str(pane.query_one("#workers-summary", Static).render())
+        assert summary.startswith("This process")

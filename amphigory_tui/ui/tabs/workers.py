@@ -137,8 +137,10 @@ class WorkersPane(Vertical):
         yield self.table
 
     def on_mount(self) -> None:
-        """Show what arrived before this tab was mounted."""
+        """Show what arrived before this tab was mounted (after a refresh: a lazy tab's children may not be
+        composed yet when it mounts)."""
         self._rebuild()
+        self.call_after_refresh(self._rebuild)
 
     # ------------------------------------------------------------------ data
     def apply_poll(self, workers: list[WorkerInfo], jobs: dict[int, Job]) -> None:
@@ -263,9 +265,11 @@ class WorkersPane(Vertical):
             mine = f"This process: {pool.size} workers ({state}, {local} registered)"
         theirs = f"other processes: {len(others)} workers in {len(processes)} processes on {len(hosts)} hosts"
         text = f"{mine} · {theirs}"
-        if text != self._summary:
+        # A poll can land while this lazy tab is still composing: on_mount renders the summary then.
+        found = self.query("#workers-summary")
+        if text != self._summary and found:
             self._summary = text
-            self.query_one("#workers-summary", Static).update(text)
+            found.first(Static).update(text)
 
     def watch_paused(self, paused: bool) -> None:
         """Paused shows in the summary's colour."""
