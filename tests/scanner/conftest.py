@@ -19,9 +19,9 @@ from pathlib import Path
 import pytest
 
 from amphigory_tui.config import Settings
-from amphigory_tui.domain.media import ProbeResult
+from amphigory_tui.domain.media import MediaFile, ProbeResult
 from amphigory_tui.services.probe import ProbePool
-from amphigory_tui.store import Store, open_store
+from amphigory_tui.store import MediaFilter, Store, open_store
 from tests.media import make_clip, make_truncated
 
 HOSTILE_NAME = 'Tom\'s "Movie" – Café 日本語 $(touch pwned) `id` & ; [x].mkv'
@@ -44,6 +44,14 @@ IN_CLOSED_DIR = "Locked/closed/hidden.mkv"
 
 MEDIA = (BIG, SAMPLE, MPEG2, HEVC, AVI, SCOPE, HOSTILE, DEEP, EMPTY, TRUNCATED, TEXT, UNREADABLE)
 """Every media file a scan as root finds (the file in the closed folder too, as root)."""
+ALL_AS_ROOT = (*MEDIA, IN_CLOSED_DIR)
+"""As root (in-process) the closed folder is readable too."""
+
+
+def rows(store: Store) -> dict[str, MediaFile]:
+    """Every media row (missing ones too), by path."""
+    return {m.path: m for m in store.media.list_media(MediaFilter(include_missing=True))}
+
 
 DROP_DAC = ["--bounding-set", "-dac_override,-dac_read_search", "--inh-caps", "-dac_override,-dac_read_search"]
 

@@ -15,7 +15,6 @@ import pytest
 from amphigory_tui.domain.clock import FixedClock
 from amphigory_tui.domain.events import ScanProgress
 from amphigory_tui.domain.jobs import JobStatus
-from amphigory_tui.domain.media import MediaFile
 from amphigory_tui.services.probe import FAULTS_ENV, HANG_MARKER, ProbePool
 from amphigory_tui.services.queries import LAST_SCAN_KEY
 from amphigory_tui.services.scanner import (
@@ -29,25 +28,17 @@ from amphigory_tui.services.scanner import (
 from amphigory_tui.services.walk import extension_set, sort_key, walk_media
 from amphigory_tui.store import MediaFilter, Store
 from tests.scanner.conftest import (
+    ALL_AS_ROOT,
     BIG,
     DEEP,
     HOSTILE,
-    IN_CLOSED_DIR,
-    MEDIA,
     MPEG2,
     SAMPLE,
     SCOPE,
     CountingProber,
+    rows,
     settings_with,
 )
-
-ALL_AS_ROOT = (*MEDIA, IN_CLOSED_DIR)
-"""As root (in-process) the closed folder is readable too."""
-
-
-def rows(store: Store) -> dict[str, MediaFile]:
-    """Every media row (missing ones too), by path."""
-    return {m.path: m for m in store.media.list_media(MediaFilter(include_missing=True))}
 
 
 def test_first_scan_then_incremental_rescan_probes_nothing(library: Path, store: Store, pool: ProbePool) -> None:

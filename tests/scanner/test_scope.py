@@ -8,28 +8,20 @@ import shutil
 from pathlib import Path
 
 from amphigory_tui.domain.jobs import JobStatus
-from amphigory_tui.domain.media import MediaFile
 from amphigory_tui.services.scanner import MISSING_REASON, Scanner
-from amphigory_tui.store import MediaFilter, Store
+from amphigory_tui.store import Store
 from tests.scanner.conftest import (
+    ALL_AS_ROOT,
     BIG,
     EMPTY,
     HOSTILE,
-    IN_CLOSED_DIR,
-    MEDIA,
     SAMPLE,
     TEXT,
     TRUNCATED,
     CountingProber,
+    rows,
     settings_with,
 )
-
-ALL_AS_ROOT = (*MEDIA, IN_CLOSED_DIR)
-
-
-def rows(store: Store) -> dict[str, MediaFile]:
-    """Every media row (missing ones too), by path."""
-    return {m.path: m for m in store.media.list_media(MediaFilter(include_missing=True))}
 
 
 def test_a_subfolder_scan_probes_nothing_a_library_scan_recorded(
