@@ -3,6 +3,7 @@
 rich is imported inside the command only (the CLI must stay light for scripts and the import-hygiene test).
 Ctrl+C (or SIGTERM) asks the scanner to stop: it commits what it has, leaves a checkpoint that the next
 ``amphigory scan`` resumes from, and the command exits with 130 (143 for SIGTERM). A second Ctrl+C aborts at once.
+While another scan of the same database runs (another process, a TUI) it is refused in one line with exit code 1.
 """
 
 from __future__ import annotations
@@ -62,15 +63,17 @@ def scan(cli: CliContext, roots: tuple[str, ...], reevaluate: bool, watch: bool,
 
 
 def _scan(scanner: Scanner, roots: tuple[str, ...]) -> int:
-    """Run one scan with a progress bar; 0, or 130/143 when interrupted."""
-    checkpoint = scanner.resumable(roots)
-    if checkpoint is not None:
-        click.echo(f"resuming interrupted scan from {checkpoint.position}")
-    elif scanner.checkpoint() is not None:
-        click.echo("an interrupted scan of other roots is forgotten; starting from the beginning")
-    cancel = threading.Event()
-    with _interruptible(cancel) as received, _ProgressView("Scanning") as view:
-        summary = scanner.scan(roots, cancel=cancel, on_progress=view.update)
+    """Run one scan with a progress bar; 0, or 130/143 when interrupted (``ScanBusy``: exit 1, one line)."""
+    # The lock first: while another scan runs, the checkpoint is that scan's, not an interrupted one to resume.
+    with scanner.scan_lock(f"scanning {', '.join(roots)}"):
+        checkpoint = scanner.resumable(roots)
+        if checkpoint is not None:
+            click.echo(f"resuming interrupted scan from {checkpoint.position}")
+        elif scanner.checkpoint() is not None:
+            click.echo("an interrupted scan of other roots is forgotten; starting from the beginning")
+        cancel = threading.Event()
+        with _interruptible(cancel) as received, _ProgressView("Scanning") as view:
+            summary = scanner.scan(roots, cancel=cancel, on_progress=view.update)
     _print_summary(summary)
     return _exit_code(received) if summary.canceled else 0
 

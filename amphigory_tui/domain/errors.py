@@ -21,6 +21,10 @@ class UsageError(AmphigoryError):
     exit_code = 2
 
 
+class ScanBusy(AmphigoryError):
+    """Another scan of the same database is running (exit code 1: nothing is wrong, try again once it is done)."""
+
+
 class InvalidTransition(AmphigoryError):
     """A job status change that the state machine does not allow."""
 

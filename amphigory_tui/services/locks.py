@@ -9,17 +9,22 @@ differs). Workers on other hosts cannot be asked through a lock: they are dead i
 
 The lock file descriptor is close-on-exec, so HandBrakeCLI and other children never inherit it: a tool left running
 by a killed amphigory does not keep its parent looking alive.
+
+``NamedLock`` is the same flock under a shared name instead of a process key: whoever holds ``scan-<database>``
+is the one scan of that database, whichever process or thread it is.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import errno
 import fcntl
 import itertools
 import os
 import socket
 import sys
+import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -35,6 +40,8 @@ __all__ = [
     "Liveness",
     "LivenessCheck",
     "LockError",
+    "LockHolder",
+    "NamedLock",
     "ProcessLock",
     "cleanup_stale_locks",
     "current_lock",
@@ -84,10 +91,7 @@ class ProcessLock:
     def acquire(cls, lock_dir: Path | None = None, *, host: str | None = None) -> ProcessLock:
         """Create and flock a fresh lock file ``<lock_dir>/<host:pid:token>.lock`` for this process."""
         directory = lock_dir or paths.lock_dir()
-        try:
-            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-        except OSError as exc:
-            raise LockError(f"{directory}: cannot create the lock directory ({exc.strerror})") from None
+        _make_dir(directory)
         key = f"{host or _this_host()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
         path = directory / _file_name(key)
         fd = _open_and_lock(path)
@@ -111,26 +115,13 @@ class ProcessLock:
     def release(self) -> None:
         """Drop the lock and delete its file (a clean exit leaves nothing behind)."""
         fd, self._fd = self._fd, None
-        if fd is None:
-            return
-        # Unlink first, while still holding the lock: nobody can take a lock on a name that no longer exists.
-        try:
-            self.path.unlink()
-        except FileNotFoundError:
-            pass
-        except OSError:
-            pass
-        os.close(fd)
+        if fd is not None:
+            _unlink_and_close(self.path, fd)
 
     def _write_owner(self) -> None:
         """Write who holds the lock, for a human looking at the directory (liveness never reads it)."""
         assert self._fd is not None
-        text = f"pid {os.getpid()}\nkey {self.key}\nargv {' '.join(sys.argv)!r}\n".encode("utf-8", "replace")
-        try:
-            os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, text, 0)
-        except OSError:
-            pass
+        _write_owner(self._fd, f"pid {os.getpid()}\nkey {self.key}\nargv {' '.join(sys.argv)!r}\n")
 
     def __enter__(self) -> ProcessLock:
         return self
@@ -142,8 +133,41 @@ class ProcessLock:
         return f"ProcessLock({self.key!r}, held={self.held})"
 
 
+def _make_dir(directory: Path) -> None:
+    """Create the lock directory (private to the user) if needed."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    except OSError as exc:
+        raise LockError(f"{directory}: cannot create the lock directory ({exc.strerror})") from None
+
+
+def _write_owner(fd: int, text: str) -> None:
+    """Replace a held lock file's contents with ``text`` (best effort: the lock is what counts, not the note)."""
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, text.encode("utf-8", "replace"), 0)
+    except OSError:
+        pass
+
+
+def _unlink_and_close(path: Path, fd: int) -> None:
+    """Delete a held lock file, then drop its lock (a clean release leaves nothing behind)."""
+    # Unlink first, while still holding the lock: nobody can take a lock on a name that no longer exists.
+    with contextlib.suppress(OSError):
+        path.unlink()
+    os.close(fd)
+
+
 def _open_and_lock(path: Path) -> int:
     """Open (creating) and flock ``path``; retried when a stale-lock cleaner unlinked the name under us."""
+    fd = _try_open_and_lock(path)
+    if fd is None:
+        raise LockError(f"{path}: the lock is held by another process")
+    return fd
+
+
+def _try_open_and_lock(path: Path) -> int | None:
+    """``_open_and_lock``, but None instead of an error when somebody else holds the lock."""
     flags = os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW
     for _ in range(100):
         try:
@@ -155,7 +179,7 @@ def _open_and_lock(path: Path) -> int:
         except OSError as exc:
             os.close(fd)
             if exc.errno in (errno.EWOULDBLOCK, errno.EAGAIN):
-                raise LockError(f"{path}: the lock is held by another process") from None
+                return None
             raise LockError(f"{path}: cannot lock the file ({exc.strerror})") from None
         # A cleaner may have unlinked the file between our open and our flock (it took the lock on the fresh,
         # still-unlocked file); then we hold a lock on an inode nobody can find. Start again on a new file.
@@ -169,6 +193,112 @@ def _open_and_lock(path: Path) -> int:
             return fd
         os.close(fd)
     raise LockError(f"{path}: the lock file keeps disappearing")
+
+
+@dataclass(frozen=True, slots=True)
+class LockHolder:
+    """Who holds a ``NamedLock``, as the holder wrote it into the lock file."""
+
+    pid: int | None
+    doing: str = ""
+
+    def describe(self) -> str:
+        """``pid 1234: scanning /lib`` (``this process: …`` when it is our own)."""
+        if self.pid is None:
+            who = "another process"
+        else:
+            who = "this process" if self.pid == os.getpid() else f"pid {self.pid}"
+        return f"{who}: {self.doing}" if self.doing else who
+
+
+class NamedLock:
+    """An exclusive flock on ``<lock_dir>/<name>.lock`` that every would-be holder contends for.
+
+    Each acquisition opens the file anew, and a flock belongs to the open file, so two holders in one process
+    exclude each other just as two processes do. The holder writes its pid and what it is doing into the file (the
+    next one's refusal names it: ``holder``); ``release`` deletes the file, and the kernel drops the lock of a
+    holder that dies (``cleanup_stale_locks`` then removes the file it left).
+    """
+
+    def __init__(self, path: Path, fd: int) -> None:
+        self.path = path
+        self._fd: int | None = fd
+
+    @staticmethod
+    def path_for(name: str, lock_dir: Path | None = None) -> Path:
+        """The lock file of ``name``."""
+        return (lock_dir or paths.lock_dir()) / _file_name(name)
+
+    @classmethod
+    def try_acquire(cls, name: str, lock_dir: Path | None = None, *, doing: str = "") -> NamedLock | None:
+        """Take the lock now, or None when somebody holds it."""
+        path = cls.path_for(name, lock_dir)
+        _make_dir(path.parent)
+        fd = _try_open_and_lock(path)
+        if fd is None:
+            return None
+        # One line per field: a path with a newline in it must not forge a "pid" line.
+        note = " ".join(doing.splitlines())
+        _write_owner(fd, f"pid {os.getpid()}\ndoing {note}\nargv {' '.join(sys.argv)!r}\n")
+        return cls(path, fd)
+
+    @classmethod
+    def wait(
+        cls,
+        name: str,
+        lock_dir: Path | None = None,
+        *,
+        doing: str = "",
+        cancel: threading.Event | None = None,
+        poll_s: float = 0.2,
+    ) -> NamedLock | None:
+        """Take the lock once its holder lets go; None if ``cancel`` is set first.
+
+        Polled, not a blocking flock: a thread blocked in the kernel could not be told to stop, and whoever waits
+        for that thread at shutdown would wait as long as the holder holds on (a full scan: hours).
+        """
+        while True:
+            lock = cls.try_acquire(name, lock_dir, doing=doing)
+            if lock is not None:
+                return lock
+            if cancel is None:
+                time.sleep(poll_s)
+            elif cancel.wait(poll_s):
+                return None
+
+    @classmethod
+    def holder(cls, name: str, lock_dir: Path | None = None) -> LockHolder | None:
+        """Who holds ``name``, as written in its file; None when there is no file or nothing readable in it."""
+        try:
+            with open(cls.path_for(name, lock_dir), encoding="utf-8", errors="replace") as f:
+                text = f.read(4096)
+        except OSError:
+            return None
+        fields = dict(line.partition(" ")[::2] for line in text.splitlines())
+        pid = fields.get("pid", "")
+        if not pid.isdigit():
+            return None  # the holder has not written it yet, or this is not a NamedLock's file
+        return LockHolder(int(pid), fields.get("doing", ""))
+
+    @property
+    def held(self) -> bool:
+        """Whether this object still holds its lock."""
+        return self._fd is not None
+
+    def release(self) -> None:
+        """Drop the lock and delete its file."""
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            _unlink_and_close(self.path, fd)
+
+    def __enter__(self) -> NamedLock:
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        self.release()
+
+    def __repr__(self) -> str:
+        return f"NamedLock({self.path.name!r}, held={self.held})"
 
 
 def lock_is_free(path: Path) -> bool | None:

@@ -32,10 +32,17 @@ cannot start, ``ffprobe.FfprobeProber`` (one ffprobe per file, through ``run_too
 
 ``reevaluate`` re-runs the rules over stored probes; a file that no longer qualifies loses its *queued* job
 ("rules changed: …"); running and paused jobs are left to the user.
+
+**One scan at a time per database**, whichever ``Scanner``, thread or process runs it: ``scan``, ``reevaluate`` and
+``scan_paths`` hold the database's scan lock (``scan_lock_name``: a ``NamedLock`` in the process-lock directory),
+since two walks of one library would fight over its rows and its one checkpoint. ``scan`` and ``reevaluate``
+refuse with ``ScanBusy`` naming the holder; ``scan_paths`` (watch mode's small batches) waits for it instead, as
+the scan that holds it is bringing the same files up to date.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -43,6 +50,7 @@ import stat
 import threading
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from itertools import chain
 from types import TracebackType
@@ -50,10 +58,11 @@ from typing import Any, Protocol
 
 from amphigory_tui.config import Settings
 from amphigory_tui.domain.clock import Clock
-from amphigory_tui.domain.errors import AmphigoryError, InvalidTransition, JobNotFound, UsageError
+from amphigory_tui.domain.errors import AmphigoryError, InvalidTransition, JobNotFound, ScanBusy, UsageError
 from amphigory_tui.domain.events import ScanProgress
 from amphigory_tui.domain.jobs import JobKind, JobStatus
 from amphigory_tui.domain.media import Decision, ProbeResult
+from amphigory_tui.services.locks import NamedLock
 from amphigory_tui.services.queries import LAST_SCAN_KEY
 from amphigory_tui.services.rules import decide
 from amphigory_tui.services.walk import extension_set, is_gone, normalize_roots, sort_key, walk_media
@@ -73,6 +82,24 @@ RULES_CHANGED_PREFIX = "rules changed: "
 
 _CHECKPOINT_VERSION = 1
 _ERROR_SAMPLES = 20
+
+
+def scan_lock_name(store: Store) -> str:
+    """The name of the ``NamedLock`` every scan of this store's database holds (module docstring).
+
+    A SQLite database is named by its file's real path, so every spelling of it (a relative URL, a symlink) shares
+    one lock; a server database by its URL, password masked. Hashed: a path or URL is long, and full of characters
+    a file name should not carry.
+    """
+    engines = store.engines
+    path = engines.sqlite_path()
+    if path is not None:
+        identity = f"sqlite:{os.path.realpath(path)}"
+    elif engines.is_sqlite:
+        identity = f"sqlite-memory:{id(engines)}"  # a private in-memory database: nobody else can scan it
+    else:
+        identity = engines.url_for_messages
+    return "scan-" + hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
 
 
 class Prober(Protocol):
@@ -262,7 +289,10 @@ class Scanner:
         self._on_notice = on_notice
         self.notice: str | None = None
         """Set (and said once, to ``on_notice`` or the log) when probing fell back to ffprobe."""
-        self._lock = threading.Lock()  # one scan at a time per Scanner (the pool is single-threaded)
+        self._lock_name = scan_lock_name(store)
+        # The scan lock this Scanner holds, and the thread holding it (which may re-enter: ``scan_lock``).
+        self._held: NamedLock | None = None
+        self._held_by: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -321,6 +351,49 @@ class Scanner:
             return
         yield from self._pool().probe_many(chain([first], feed), cancel)
 
+    # ------------------------------------------------------------------ the scan lock
+
+    @contextmanager
+    def scan_lock(self, doing: str = "scanning") -> Iterator[None]:
+        """Hold the database's scan lock or raise ``ScanBusy`` naming its holder; ``doing`` is what the next one's
+        refusal says. Re-entrant in the holding thread: a caller that must look at the checkpoint before scanning
+        (``amphigory scan`` says "resuming …") takes it first, and ``scan`` inside uses the same lock."""
+        if self._held is not None and self._held_by == threading.get_ident():
+            yield
+            return
+        lock = NamedLock.try_acquire(self._lock_name, doing=doing)
+        if lock is None:
+            holder = NamedLock.holder(self._lock_name)
+            raise ScanBusy(
+                f"a scan is already running ({holder.describe()})" if holder else "a scan is already running"
+            )
+        with self._holding(lock):
+            yield
+
+    @contextmanager
+    def _waiting_lock(self, doing: str, cancel: threading.Event | None) -> Iterator[bool]:
+        """Hold the scan lock, waiting for another holder to let go; yields False (not held) if ``cancel`` came
+        first."""
+        if self._held is not None and self._held_by == threading.get_ident():
+            yield True
+            return
+        lock = NamedLock.wait(self._lock_name, doing=doing, cancel=cancel)
+        if lock is None:
+            yield False
+            return
+        with self._holding(lock):
+            yield True
+
+    @contextmanager
+    def _holding(self, lock: NamedLock) -> Iterator[None]:
+        """Remember ``lock`` as this thread's while the block runs, then release it."""
+        self._held, self._held_by = lock, threading.get_ident()
+        try:
+            yield
+        finally:
+            self._held = self._held_by = None
+            lock.release()
+
     # ------------------------------------------------------------------ checkpoint
 
     def checkpoint(self) -> Checkpoint | None:
@@ -353,15 +426,11 @@ class Scanner:
         chosen = normalize_roots(roots if roots is not None else self._settings.library.roots)
         if not chosen:
             raise UsageError("no library roots: pass ROOT arguments or set [library] roots in the config file")
-        if not self._lock.acquire(blocking=False):
-            raise UsageError("a scan is already running")
-        try:
+        with self.scan_lock(f"scanning {', '.join(chosen)}"):
             run = _ScanRun(
                 self, chosen, cancel or threading.Event(), on_progress, self.resumable(chosen) if resume else None
             )
             return run.execute()
-        finally:
-            self._lock.release()
 
     # ------------------------------------------------------------------ re-evaluation
 
@@ -373,6 +442,12 @@ class Scanner:
         on_progress: ProgressCallback | None = None,
     ) -> ReevaluateSummary:
         """Run the rules again over the stored probes of present files (no probing); ``roots`` limits it."""
+        with self.scan_lock("re-evaluating the rules"):
+            return self._reevaluate(roots, cancel, on_progress)
+
+    def _reevaluate(
+        self, roots: Sequence[str] | None, cancel: threading.Event | None, on_progress: ProgressCallback | None
+    ) -> ReevaluateSummary:
         rules = self._settings.rules
         prefixes = tuple(r.rstrip("/") + "/" for r in normalize_roots(roots)) if roots else None
         started = self._clock.monotonic()
@@ -441,16 +516,22 @@ class Scanner:
     # ------------------------------------------------------------------ single paths (watch mode)
 
     def scan_paths(
-        self, paths: Iterable[str], *, roots: Sequence[str] | None = None, auto_queue: bool = False
+        self,
+        paths: Iterable[str],
+        *,
+        roots: Sequence[str] | None = None,
+        auto_queue: bool = False,
+        cancel: threading.Event | None = None,
     ) -> list[FileOutcome]:
         """Bring these paths up to date: probe new or changed media files, mark vanished ones (and folders) missing.
 
         ``roots`` (default ``[library] roots``) says which root each file belongs to; paths outside them are
-        ignored. ``auto_queue`` queues a job for each new or changed file that needs transcoding.
+        ignored. ``auto_queue`` queues a job for each new or changed file that needs transcoding. While another
+        scan of the database runs this waits for it; ``cancel`` set meanwhile returns ``[]`` with nothing done.
         """
         chosen = normalize_roots(roots if roots is not None else self._settings.library.roots)
-        with self._lock:
-            return _scan_paths(self, chosen, list(paths), auto_queue)
+        with self._waiting_lock("updating watched files", cancel) as held:
+            return _scan_paths(self, chosen, list(paths), auto_queue) if held else []
 
 
 def _progress_for_reevaluate(

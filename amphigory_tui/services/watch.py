@@ -5,11 +5,13 @@ the same code. watchfiles (inotify) says *something* changed; a file is only pro
 stayed the same for ``scanner.watch_hold_s`` (a download or a copy in progress keeps growing, and a half-copied file
 would be probed as truncated). Deleted files and folders are marked missing at once and their queued jobs canceled.
 A folder moved in whole produces one event for the folder only, so added folders are walked. The database work runs
-in a worker thread through ``Scanner.scan_paths``.
+in a worker thread through ``Scanner.scan_paths``, which waits while another scan of the database runs (the Scan
+tab's, another process's); stopping the watcher stops that wait too.
 
 ``watch_library`` is the service the long-running commands start in their task group: it honours
-``[scanner] watch``, runs the catch-up scan, then watches, and reports problems as log lines instead of raising
-(a missing NAS mount must not take the worker down with it).
+``[scanner] watch``, runs the catch-up scan (skipped, with a line saying so, while another scan runs), then
+watches, and reports problems as log lines instead of raising (a missing NAS mount must not take the worker down
+with it).
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from anyio.abc import TaskStatus
 from watchfiles import Change, awatch
 
 from amphigory_tui.config import DEFAULT_EXTENSIONS, Settings
-from amphigory_tui.domain.errors import AmphigoryError
+from amphigory_tui.domain.errors import AmphigoryError, ScanBusy
 from amphigory_tui.domain.events import LogRecord
 from amphigory_tui.services.scanner import FileOutcome, ProgressCallback, Scanner, ScanSummary
 from amphigory_tui.services.walk import check_roots, extension_set, walk_media
@@ -143,7 +145,7 @@ class LibraryWatcher:
                 task_status.started()
             for change, path in changes:
                 self._note(change, path)
-            await self._settle()
+            await self._settle(stop)
         if not started:
             task_status.started()
 
@@ -159,7 +161,14 @@ class LibraryWatcher:
         def scan(cancel: threading.Event) -> ScanSummary:
             return scanner.scan(self.roots, cancel=cancel, on_progress=self._on_progress)
 
-        summary = await _in_thread(scan, stop)
+        try:
+            summary = await _in_thread(scan, stop)
+        except ScanBusy as exc:
+            # Another scan (the Scan tab's, another process's) is walking the library right now; watching starts
+            # anyway, and the files it hands over wait for that scan to finish.
+            if self._on_event is not None:
+                self._on_event(LogRecord(level="warning", message=f"watch: catch-up scan skipped: {exc}"))
+            return
         if summary.canceled:
             return
         if self._on_event is not None and (summary.added or summary.updated or summary.missing):
@@ -204,8 +213,8 @@ class LibraryWatcher:
         if current is None or (current.size, current.mtime_ns) != (size, mtime_ns):
             self._pending[path] = _Pending(size, mtime_ns, anyio.current_time())
 
-    async def _settle(self) -> None:
-        """Hand files whose size held still, and deleted paths, to the scanner."""
+    async def _settle(self, stop: anyio.Event) -> None:
+        """Hand files whose size held still, and deleted paths, to the scanner (``stop`` ends a wait for it)."""
         now = anyio.current_time()
         ready: list[str] = []
         for path, item in list(self._pending.items()):
@@ -226,7 +235,9 @@ class LibraryWatcher:
         self._gone.clear()
         if not ready and not gone:
             return
-        outcomes = await anyio.to_thread.run_sync(self._apply, sorted(ready) + gone)
+        batch = sorted(ready) + gone
+        # Through _in_thread: scan_paths may wait out another scan, and stop or a cancellation must end that wait.
+        outcomes = await _in_thread(lambda cancel: self._apply(batch, cancel), stop)
         for outcome in outcomes:
             if outcome.outcome in ("unchanged", "ignored"):
                 continue
@@ -235,9 +246,9 @@ class LibraryWatcher:
             if self._on_event is not None:
                 self._on_event(describe(outcome))
 
-    def _apply(self, paths: list[str]) -> list[FileOutcome]:
+    def _apply(self, paths: list[str], cancel: threading.Event) -> list[FileOutcome]:
         """Runs in a worker thread: the scanner's database and probe work."""
-        return self._scanner.scan_paths(paths, roots=self.roots, auto_queue=self.auto_queue)
+        return self._scanner.scan_paths(paths, roots=self.roots, auto_queue=self.auto_queue, cancel=cancel)
 
 
 def _outermost(paths: set[str]) -> list[str]:
@@ -265,12 +276,19 @@ async def _in_thread(fn: Callable[[threading.Event], T], stop: anyio.Event) -> T
             cancel.set()
 
     results: list[T] = []
+    failed: list[Exception] = []
     async with anyio.create_task_group() as tg:
         tg.start_soon(relay)
         try:
             results.append(await anyio.to_thread.run_sync(fn, cancel))
+        except Exception as exc:
+            # Raised outside the task group: inside, anyio would wrap it in an ExceptionGroup that the callers'
+            # ``except ScanBusy`` / ``except AmphigoryError`` never see.
+            failed.append(exc)
         finally:
             tg.cancel_scope.cancel()
+    if failed:
+        raise failed[0]
     return results[0]
 
 
@@ -340,6 +358,7 @@ async def watch_library(
         await watcher.run(stop, task_status=status)
     except (AmphigoryError, OSError) as exc:  # a root gone (unmounted share), a probe pool that cannot start
         say("error", f"watch: stopped: {exc}")
+        status.on_started = None  # a failed catch-up scan must not be followed by "watching …"
         status.started()
     finally:
         if owned:

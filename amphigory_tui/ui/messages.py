@@ -70,10 +70,11 @@ class ScanProgressed(Message):
 
 @dataclass
 class ScanFinished(Message):
-    """The scan ended: done, canceled, or failed with ``error``."""
+    """The scan ended: done, canceled, or failed with ``error``; ``busy``: it never started (another scan runs)."""
 
     progress: ScanProgress | None
     error: str | None = None
+    busy: bool = False
 
 
 @dataclass

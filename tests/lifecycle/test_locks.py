@@ -9,6 +9,8 @@ from pathlib import Path
 
 from amphigory_tui.services.locks import (
     Liveness,
+    LockHolder,
+    NamedLock,
     ProcessLock,
     cleanup_stale_locks,
     hold_process_lock,
@@ -128,3 +130,20 @@ def test_is_worker_alive_one_off(lock_dir: Path, holders: list[Holder]) -> None:
     assert is_worker_alive(live.worker_id(), lock_dir=lock_dir) is False
     assert is_worker_alive("farbox:1:abc.1", last_seen=100.0, now=150.0, stall_timeout_s=60) is True
     assert is_worker_alive("farbox:1:abc.1", last_seen=100.0, now=161.0, stall_timeout_s=60) is False
+
+
+def test_a_named_lock_excludes_other_holders_in_this_process_too_and_says_who_holds_it(lock_dir: Path) -> None:
+    """Two acquisitions in one process exclude each other (a flock is per open file); the holder's pid and what it
+    does are in the file, one line each even when ``doing`` has a newline; release deletes the file."""
+    first = NamedLock.try_acquire("scan-test", lock_dir, doing="scanning /lib/a\npid 1")
+    assert first is not None and first.path == NamedLock.path_for("scan-test", lock_dir)
+    assert NamedLock.try_acquire("scan-test", lock_dir) is None
+    holder = NamedLock.holder("scan-test", lock_dir)
+    assert holder == LockHolder(os.getpid(), "scanning /lib/a pid 1")
+    assert holder.describe() == "this process: scanning /lib/a pid 1"
+    assert LockHolder(1, "x").describe() == "pid 1: x"
+    first.release()
+    assert not first.path.exists() and NamedLock.holder("scan-test", lock_dir) is None
+    again = NamedLock.try_acquire("scan-test", lock_dir)
+    assert again is not None
+    again.release()

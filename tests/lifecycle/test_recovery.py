@@ -13,10 +13,11 @@ import pytest
 from amphigory_tui.config import LibrarySettings
 from amphigory_tui.domain.clock import FixedClock
 from amphigory_tui.domain.jobs import Job, JobStatus, RecoveryReport
-from amphigory_tui.services.locks import ProcessLock
+from amphigory_tui.services.locks import NamedLock, ProcessLock
 from amphigory_tui.services.proc import is_same_process, process_start_ticks
 from amphigory_tui.services.recovery import clean_work_dir, recover, summarize
 from amphigory_tui.services.runtime import Services
+from amphigory_tui.services.scanner import scan_lock_name
 from tests.lifecycle.conftest import Holder
 
 HOST = socket.gethostname()
@@ -272,6 +273,16 @@ def test_summary_is_one_line_with_sizes() -> None:
 def test_an_interrupted_scan_is_announced(services: Services) -> None:
     """A scan checkpoint left behind is mentioned (``amphigory scan`` resumes it)."""
     services.store.state.set("scan.checkpoint", "{}")
+    assert recover(services).scan_interrupted is True
+
+
+def test_the_checkpoint_of_a_scan_still_running_is_not_an_interrupted_scan(services: Services) -> None:
+    """Another process is scanning (it holds the scan lock): its checkpoint is not announced for resuming."""
+    services.store.state.set("scan.checkpoint", "{}")
+    held = NamedLock.try_acquire(scan_lock_name(services.store), doing="scanning /library")
+    assert held is not None
+    with held:
+        assert recover(services).scan_interrupted is False
     assert recover(services).scan_interrupted is True
 
 

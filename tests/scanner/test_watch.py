@@ -18,10 +18,11 @@ import anyio.from_thread
 import pytest
 
 from amphigory_tui.config import ScannerSettings
+from amphigory_tui.domain.errors import StoreError
 from amphigory_tui.domain.events import LogRecord
 from amphigory_tui.domain.jobs import JobStatus
 from amphigory_tui.services.probe import ProbePool
-from amphigory_tui.services.scanner import FileOutcome, Scanner
+from amphigory_tui.services.scanner import FileOutcome, Scanner, ScanSummary
 from amphigory_tui.services.watch import LibraryWatcher, watch_library
 from amphigory_tui.store import Store
 from tests.scanner.conftest import BIG, HOSTILE, MEDIA, CountingProber, amphigory_argv, make_config, settings_with
@@ -230,3 +231,21 @@ async def test_cancelling_during_the_catch_up_scan_stops_it_with_a_checkpoint(
         tg.start_soon(partial(watch_library, store, settings, scanner=scanner))
     assert Scanner(store, settings).resumable([str(library)]) is not None
     assert 0 < store.media.count() < len(MEDIA)
+
+
+@pytest.mark.anyio
+async def test_a_catch_up_scan_that_fails_is_one_error_line(tmp_path: Path, store: Store) -> None:
+    """An error out of the catch-up scan's thread reaches watch_library as itself (not wrapped in an exception
+    group by the task group around the thread) and becomes its one "stopped" line."""
+    root = tmp_path / "root"
+    root.mkdir()
+    settings = settings_with(library__roots=[str(root)], scanner__watch=True)
+
+    class Failing(Scanner):
+        def scan(self, *args: object, **kwargs: object) -> ScanSummary:  # type: ignore[override]
+            raise StoreError("database error: disk I/O error")
+
+    lines: list[LogRecord] = []
+    async with anyio.create_task_group() as tg:
+        await tg.start(partial(watch_library, store, settings, scanner=Failing(store, settings), on_event=lines.append))
+    assert [(r.level, r.message) for r in lines] == [("error", "watch: stopped: database error: disk I/O error")]

@@ -12,7 +12,8 @@ import pytest
 
 from amphigory_tui.cli.tui import prepare_child_processes
 from amphigory_tui.domain.events import ScanProgress
-from amphigory_tui.services.scanner import Scanner
+from amphigory_tui.services.locks import NamedLock
+from amphigory_tui.services.scanner import Scanner, scan_lock_name
 from tests.media import make_clip
 from tests.ui.conftest import World, press, settle
 from tests.ui.helpers import notes, static_text
@@ -99,6 +100,28 @@ async def test_s_again_cancels_the_running_scan(world: World) -> None:
         assert seen_cancel == [True]
         assert not pane.scanning and not pane.has_class("-scanning")
         assert "Scan canceled after 5 files" in notes(app)
+
+
+async def test_s_while_another_scan_runs_says_so_and_does_not_scan(world: World) -> None:
+    """`s` while another scan holds the database's scan lock (watch mode's catch-up, another process): a warning
+    names that scan, and the tab neither shows progress nor reports a scan of its own."""
+    held = NamedLock.try_acquire(scan_lock_name(world.services.store), doing="scanning /library")
+    assert held is not None
+    try:
+        app = world.app(scan_runner=scanner_runner(world))
+        async with app.run_test(size=SIZE) as pilot:
+            await press(pilot, "1", "s")
+            pane = app.scan_pane
+            for _ in range(100):
+                if not pane.scanning:
+                    break
+                await pilot.pause(0.05)
+            await settle(pilot)
+            assert not pane.scanning and not pane.has_class("-scanning")
+            assert "Not scanning: a scan is already running (this process: scanning /library)" in notes(app)
+            assert not [n for n in notes(app) if n.startswith(("Scan complete", "Scan failed", "Scan canceled"))]
+    finally:
+        held.release()
 
 
 async def test_filter_and_needs_transcoding_toggle(world: World) -> None:

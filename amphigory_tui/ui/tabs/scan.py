@@ -17,7 +17,7 @@ from textual.timer import Timer
 from textual.widgets import Input, ProgressBar, Static
 from textual.worker import Worker, WorkerState
 
-from amphigory_tui.domain.errors import AmphigoryError
+from amphigory_tui.domain.errors import AmphigoryError, ScanBusy
 from amphigory_tui.domain.events import ScanProgress
 from amphigory_tui.domain.jobs import JobStatus
 from amphigory_tui.domain.media import LibraryStats, MediaFile
@@ -343,6 +343,9 @@ class ScanPane(Vertical):
 
         try:
             runner(on_progress, cancel)
+        except ScanBusy as exc:  # the watch catch-up scan, or another process's: refused before it began
+            self.post_message(ScanFinished(None, str(exc), busy=True))
+            return
         except AmphigoryError as exc:
             self.post_message(ScanFinished(last[0] if last else None, str(exc)))
             return
@@ -371,8 +374,12 @@ class ScanPane(Vertical):
             self._reload_timer.stop()
             self._reload_timer = None
         p = message.progress
+        if message.busy:
+            # Nothing changed: no reload, and the progress block is already gone with ``scanning``.
+            self.notify(f"Not scanning: {message.error}", severity="warning", timeout=10, markup=False)
+            return
         if message.error:
-            self.notify(f"Scan failed: {message.error}", severity="error", timeout=10)
+            self.notify(f"Scan failed: {message.error}", severity="error", timeout=10, markup=False)
         elif p is not None and p.canceled:
             self.notify(f"Scan canceled after {p.seen} files")
         elif p is not None:
