@@ -8,10 +8,12 @@ Readers get their own small pool so the UI never waits behind a writer.
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +27,10 @@ from amphigory_tui.domain.errors import ConfigError, StoreError
 BUSY_TIMEOUT_MS = 30_000
 
 
+class WriterBusy(Exception):
+    """``raw_write(wait=False)``: the writer connection or SQLite's write lock is taken right now."""
+
+
 @dataclass(frozen=True)
 class Engines:
     """The writer and reader engines of one database."""
@@ -32,6 +38,9 @@ class Engines:
     url: str
     writer: Engine
     reader: Engine
+    # SQLite's one writer connection, as a lock this process can *try*: the pool's per-job call runs on its event
+    # loop when the writer is free this instant, instead of paying a thread hand-off (raw_write(wait=False)).
+    _write_lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
 
     @property
     def dialect(self) -> str:
@@ -58,33 +67,58 @@ class Engines:
     @contextmanager
     def write(self) -> Iterator[Connection]:
         """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on success."""
-        try:
-            with self.writer.begin() as conn:
-                yield conn
-        except OperationalError as exc:
-            raise StoreError(f"database error: {exc.orig}") from exc
+        with self._write_lock if self.is_sqlite else contextlib.nullcontext():
+            try:
+                with self.writer.begin() as conn:
+                    yield conn
+            except OperationalError as exc:
+                raise StoreError(f"database error: {exc.orig}") from exc
 
     @contextmanager
-    def raw_write(self) -> Iterator[Any]:
+    def raw_write(self, *, wait: bool = True) -> Iterator[Any]:
         """SQLite only: a ``BEGIN IMMEDIATE`` transaction on the writer's own sqlite3 connection, committed on
         success. For the pool's per-job hot path: SQLAlchemy's begin/commit bookkeeping cost ~70 µs of a no-op
-        job's ~500 (bench/pool_noop.py); the connection is still the pooled writer, so writers stay serialised."""
-        fairy = self.writer.raw_connection()
-        raw: Any = fairy.driver_connection
+        job's ~500 (bench/pool_noop.py); the connection is still the pooled writer, so writers stay serialised.
+
+        ``wait=False`` raises ``WriterBusy`` at once, before anything is written, when another thread of this
+        process holds the writer or another process holds SQLite's write lock.
+        """
+        if not self._write_lock.acquire(blocking=wait):
+            raise WriterBusy()
+        try:
+            fairy = self.writer.raw_connection()
+            raw: Any = fairy.driver_connection
+            try:
+                self._begin_immediate(raw, wait)
+                try:
+                    yield raw
+                except BaseException:
+                    raw.execute("ROLLBACK")
+                    raise
+                raw.execute("COMMIT")
+            except sqlite3.OperationalError as exc:
+                if raw.in_transaction:
+                    raw.execute("ROLLBACK")
+                raise StoreError(f"database error: {exc}") from exc
+            finally:
+                fairy.close()
+        finally:
+            self._write_lock.release()
+
+    @staticmethod
+    def _begin_immediate(raw: Any, wait: bool) -> None:
+        if wait:
+            raw.execute("BEGIN IMMEDIATE")
+            return
+        raw.execute("PRAGMA busy_timeout = 0")
         try:
             raw.execute("BEGIN IMMEDIATE")
-            try:
-                yield raw
-            except BaseException:
-                raw.execute("ROLLBACK")
-                raise
-            raw.execute("COMMIT")
         except sqlite3.OperationalError as exc:
-            if raw.in_transaction:
-                raw.execute("ROLLBACK")
-            raise StoreError(f"database error: {exc}") from exc
+            if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:  # the primary code of SQLITE_BUSY_*
+                raise
+            raise WriterBusy() from None
         finally:
-            fairy.close()
+            raw.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
 
     @contextmanager
     def read(self) -> Iterator[Connection]:

@@ -47,7 +47,7 @@ from amphigory_tui.domain.jobs import (
     sources_of,
 )
 from amphigory_tui.store.convert import attempt_from_row, job_from_row, like_contains
-from amphigory_tui.store.engine import Engines
+from amphigory_tui.store.engine import Engines, WriterBusy
 from amphigory_tui.store.orm import JobAttemptRow, JobRow, MediaFileRow
 
 J = cast(Table, JobRow.__table__)
@@ -304,13 +304,18 @@ class JobStore:
             return int(conn.execute(sql, params).rowcount or 0)
 
     # ------------------------------------------------------------------ the owner's side
-    def claim(self, worker_id: str) -> Job | None:
-        """Atomically take the best claimable job: highest priority, then oldest; counts the attempt."""
+    def claim(self, worker_id: str, *, wait: bool = True) -> Job | None:
+        """Atomically take the best claimable job: highest priority, then oldest; counts the attempt.
+
+        ``wait=False`` raises ``WriterBusy`` instead of waiting for the writer (always, on PostgreSQL).
+        """
         if self._db.is_sqlite:
             # Pre-built SQL and the transaction on the sqlite3 connection: SQLAlchemy's statement handling cost as
             # much as the claim itself (bench/store.py).
-            with self._db.raw_write() as raw:
+            with self._db.raw_write(wait=wait) as raw:
                 return self._claim_raw(raw, worker_id, self._clock.now())
+        if not wait:
+            raise WriterBusy()
         with self._db.write() as conn:
             return self._claim_in(conn, worker_id, self._clock.now())
 
@@ -547,18 +552,23 @@ class JobStore:
             raise result
         return result
 
-    def complete_and_claim_many(self, items: Sequence[Completion]) -> list[Job | StaleLease | None]:
+    def complete_and_claim_many(
+        self, items: Sequence[Completion], *, wait: bool = True
+    ) -> list[Job | StaleLease | None]:
         """Several workers' ``complete_and_claim`` in ONE transaction (group commit: one fsync for the batch).
 
         Each result is the worker's next job, None, or the ``StaleLease`` refusing a completion whose worker no
-        longer owns the job (that item changes nothing; the others go ahead).
+        longer owns the job (that item changes nothing; the others go ahead). ``wait=False`` raises
+        ``WriterBusy``, having written nothing, instead of waiting for the writer (always, on PostgreSQL).
         """
         now = self._clock.now()
         if self._db.is_sqlite:
             # The sqlite3 connection itself, statements and transaction: SQLAlchemy's bookkeeping (~25 µs a
             # statement, ~70 µs a transaction) was a third of a no-op job.
-            with self._db.raw_write() as raw:
+            with self._db.raw_write(wait=wait) as raw:
                 return [self._complete_one_raw(raw, item, now) for item in items]
+        if not wait:
+            raise WriterBusy()
         results: list[Job | StaleLease | None] = []
         with self._db.write() as conn:
             for item in items:

@@ -14,7 +14,8 @@ from amphigory_tui.domain.errors import StaleLease
 from amphigory_tui.domain.events import LogRecord
 from amphigory_tui.domain.jobs import JobStatus, Progress
 from amphigory_tui.domain.media import Decision, ProbeResult
-from amphigory_tui.store import MediaRecord, Store, open_store
+from amphigory_tui.store import MediaRecord, Store, WriterBusy, open_store
+from amphigory_tui.store.jobs import Completion
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -111,3 +112,24 @@ def test_append_many_and_record_transcoded(store: Store) -> None:
     assert moved is not None and moved.path == "/l/m.mkv" and moved.size_bytes == 60
     assert moved.probe.video_codec == "hevc" and not moved.should_transcode and moved.reason == "transcoded to hevc"
     assert store.media.get(ids["/l/m.mkv"]) is None  # the stale row for that path is gone
+
+
+def test_claim_and_complete_without_wait(store: Store) -> None:
+    """wait=False: on SQLite the same claim and completion as with waiting; on PostgreSQL (network round trips,
+    never run on the pool's event loop) WriterBusy, with nothing changed."""
+    first = store.jobs.create("/l/a.mkv")
+    second = store.jobs.create("/l/b.mkv")
+    if not store.engines.is_sqlite:
+        with pytest.raises(WriterBusy):
+            store.jobs.claim("h:1:w", wait=False)
+        assert store.jobs.get(first.id).status is JobStatus.QUEUED
+        assert store.jobs.claim("h:1:w") is not None
+        with pytest.raises(WriterBusy):
+            store.jobs.complete_and_claim_many([Completion(first.id, "h:1:w")], wait=False)
+        assert store.jobs.get(first.id).status is JobStatus.RUNNING
+        return
+    claimed = store.jobs.claim("h:1:w", wait=False)
+    assert claimed is not None and claimed.id == first.id
+    (nxt,) = store.jobs.complete_and_claim_many([Completion(first.id, "h:1:w")], wait=False)
+    assert isinstance(nxt, type(claimed)) and nxt.id == second.id and nxt.status is JobStatus.RUNNING
+    assert store.jobs.get(first.id).status is JobStatus.COMPLETED

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import logging
+import sqlite3
 import threading
+import time
 
+import anyio
 import pytest
 
 from amphigory_tui.domain.errors import JobError
@@ -118,6 +121,60 @@ async def test_unsupported_kind_fails_permanently_and_noop_jobs_complete(env: En
     # complete and the next claim share one transaction (grouped across workers: at most one per job), so the
     # separate claim calls are about one per worker, not one per job.
     assert 25 <= pool.counts["complete"] <= 50 and pool.counts["claim"] <= 2 * 2 + 2
+
+
+@pytest.mark.anyio
+async def test_noop_jobs_wait_off_the_loop_for_another_writer(env: Env, sink: ListSink) -> None:
+    """While another process holds SQLite's write lock the pool's calls wait in its store thread, so the event loop
+    keeps running (a ticker task advances) and nothing completes; once the lock is released every job completes."""
+    settings = env.settings(workers={"count": 2})
+    store = env.store(settings)
+    ids = [store.jobs.create(f"/lib/noop{i}.mkv").id for i in range(20)]
+    other = sqlite3.connect(env.root / "amphigory.db", isolation_level=None)
+    other.execute("BEGIN IMMEDIATE")
+    pool = WorkerPool(store, settings, sink, runner=NoopRunner(), drain=True)
+    ticks = 0
+    done = anyio.Event()
+
+    async def drain() -> None:
+        await run_drain(pool)
+        done.set()
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(drain)
+        with anyio.fail_after(30):
+            while ticks < 20:
+                ticks += 1
+                await anyio.sleep(0.01)
+        assert store.jobs.stats().completed == 0
+        other.execute("ROLLBACK")
+        other.close()
+        with anyio.fail_after(60):
+            await done.wait()
+    assert all(store.jobs.get(i).status is JobStatus.COMPLETED for i in ids)
+
+
+@pytest.mark.anyio
+async def test_a_slow_inline_store_call_sends_the_next_ones_to_the_store_thread(env: Env, sink: ListSink) -> None:
+    """The per-job call runs on the event loop while it is quick; after a slow one (a slow disk) the next calls go
+    to the store thread, with wait=True."""
+    settings = env.settings()
+    pool = WorkerPool(env.store(settings), settings, sink, runner=NoopRunner())
+    calls: list[tuple[bool, bool]] = []
+    loop_thread = threading.get_ident()
+
+    def slow_call(*, wait: bool) -> int:
+        calls.append((threading.get_ident() == loop_thread, wait))
+        time.sleep(0.03)  # well over the 2 ms average that keeps calls on the loop
+        return len(calls)
+
+    try:
+        assert await pool._hot("complete", slow_call) == 1
+        assert await pool._hot("complete", slow_call) == 2
+    finally:
+        pool._store_thread.close()
+    assert calls == [(True, False), (False, True)]
+    assert pool.counts["complete"] == 2
 
 
 class FailOnceRunner:
