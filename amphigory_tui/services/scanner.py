@@ -58,15 +58,14 @@ from typing import Any, Protocol
 
 from amphigory_tui.config import Settings
 from amphigory_tui.domain.clock import Clock
-from amphigory_tui.domain.errors import AmphigoryError, InvalidTransition, JobNotFound, ScanBusy, UsageError
+from amphigory_tui.domain.errors import AmphigoryError, ScanBusy, UsageError
 from amphigory_tui.domain.events import ScanProgress
-from amphigory_tui.domain.jobs import JobKind, JobStatus
 from amphigory_tui.domain.media import Decision, ProbeResult
 from amphigory_tui.services.locks import NamedLock
 from amphigory_tui.services.queries import LAST_SCAN_KEY
 from amphigory_tui.services.rules import decide
 from amphigory_tui.services.walk import extension_set, is_gone, normalize_roots, sort_key, walk_media
-from amphigory_tui.store import JobFilter, KnownFile, MediaRecord, Store
+from amphigory_tui.store import KnownFile, MediaRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -452,7 +451,6 @@ class Scanner:
         prefixes = tuple(r.rstrip("/") + "/" for r in normalize_roots(roots)) if roots else None
         started = self._clock.monotonic()
         total = self._store.media.count()
-        queued = self._queued_transcodes()
         files = need = dropped = 0
         canceled = False
         last_emit = started
@@ -470,7 +468,7 @@ class Scanner:
             self._store.media.update_decisions(decisions)
             # After the decisions are stored: dying in between leaves a job a rerun cancels, never a row that
             # says "no" while its job still runs the old "yes".
-            dropped += self._cancel_stale_jobs(decisions, queued)
+            dropped += self._cancel_stale_jobs(decisions)
             files += len(decisions)
             now = self._clock.monotonic()
             if on_progress is not None and now - last_emit >= self._progress_interval_s:
@@ -483,35 +481,19 @@ class Scanner:
             files=files, need_transcoding=need, elapsed_s=elapsed, canceled=canceled, canceled_jobs=dropped
         )
 
-    def _queued_transcodes(self) -> dict[int, list[int]]:
-        """Media id -> ids of its queued transcode jobs (one query, before the re-evaluation starts)."""
-        out: dict[int, list[int]] = {}
-        flt = JobFilter(statuses=frozenset({JobStatus.QUEUED}), include_dismissed=True)
-        for job in self._store.jobs.list_jobs(flt):
-            if job.kind is JobKind.TRANSCODE and job.media_file_id is not None:
-                out.setdefault(job.media_file_id, []).append(job.id)
-        return out
-
-    def _cancel_stale_jobs(self, decisions: Sequence[tuple[int, Decision]], queued: dict[int, list[int]]) -> int:
+    def _cancel_stale_jobs(self, decisions: Sequence[tuple[int, Decision]]) -> int:
         """Cancel the queued jobs of files the rules now leave alone; how many were canceled.
 
         Only queued ones: a running job is the user's to stop (it may be nearly done), a paused one the user's to
-        resume or cancel. A job claimed since ``queued`` was read is skipped (checked just before canceling).
+        resume or cancel. The store checks "still queued" in the UPDATE itself, so a job claimed meanwhile is left
+        alone.
         """
-        count = 0
-        jobs = self._store.jobs
-        for media_id, decision in decisions:
-            if decision.should_transcode or media_id not in queued:
-                continue
-            for job_id in queued.pop(media_id):
-                try:
-                    if jobs.get(job_id).status is not JobStatus.QUEUED:
-                        continue
-                    jobs.cancel(job_id, RULES_CHANGED_PREFIX + decision.reason)
-                except (InvalidTransition, JobNotFound):
-                    continue  # claimed, finished or deleted meanwhile
-                count += 1
-        return count
+        reasons = {
+            media_id: RULES_CHANGED_PREFIX + decision.reason
+            for media_id, decision in decisions
+            if not decision.should_transcode
+        }
+        return self._store.jobs.cancel_queued_for_media(reasons)
 
     # ------------------------------------------------------------------ single paths (watch mode)
 

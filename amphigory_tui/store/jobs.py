@@ -708,6 +708,33 @@ class JobStore:
                 count += int(conn.execute(busy.values(values)).rowcount or 0)
         return count
 
+    def cancel_queued_for_media(self, reasons: Mapping[int, str]) -> int:
+        """Cancel the *queued* transcode jobs of these files, each with its file's reason; how many were canceled.
+
+        What a user's cancel of a queued job writes, in one UPDATE per chunk whose WHERE says "still queued": a job
+        claimed, paused or finished since the caller looked is left alone, with no read-then-write race.
+        """
+        items = list(reasons.items())
+        if not items:
+            return 0
+        now = self._clock.now()
+        count = 0
+        with self._db.write() as conn:
+            # Three bound values per file (the IN list, the CASE's WHEN and THEN): 300 stays under SQLite's 999.
+            for chunk in _chunks(items, 300):
+                why = case(dict(chunk), value=J.c.media_file_id)
+                stmt = (
+                    update(J)
+                    .where(
+                        J.c.media_file_id.in_([media_id for media_id, _ in chunk]),
+                        J.c.kind == JobKind.TRANSCODE.value,
+                        J.c.status == JobStatus.QUEUED.value,
+                    )
+                    .values(status=JobStatus.CANCELED.value, error_message=why, completed_at=now, updated_at=now)
+                )
+                count += int(conn.execute(stmt).rowcount or 0)
+        return count
+
     # ------------------------------------------------------------------ recovery
     def find_orphaned(self, is_worker_alive: Callable[[str], bool]) -> list[Job]:
         """Running jobs whose owner is dead (the caller decides liveness exactly: locks, heartbeats)."""

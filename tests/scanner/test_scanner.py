@@ -355,19 +355,23 @@ def test_scan_paths_handles_new_changed_and_deleted(library: Path, store: Store,
 def test_reevaluate_cancels_queued_jobs_of_files_that_no_longer_qualify(
     library: Path, store: Store, counting: CountingProber
 ) -> None:
-    """Stricter rules: queued jobs are canceled with the new reason; a running job is left alone."""
+    """Stricter rules: queued jobs are canceled with the new reason; a running or paused job is left alone."""
     Scanner(store, settings_with(), prober=counting).scan([str(library)])
     queued = store.jobs.queue_for_transcoding()
     assert queued >= 3
     running = store.jobs.claim("host:1:test")
     assert running is not None
+    paused = store.jobs.pause(next(j.id for j in store.jobs.list_jobs() if j.status is JobStatus.QUEUED))
     strict = settings_with(rules__min_expected_savings_pct=99.0)
     summary = Scanner(store, strict, prober=counting).reevaluate()
-    assert summary.need_transcoding == 0 and summary.canceled_jobs == queued - 1
+    assert summary.need_transcoding == 0 and summary.canceled_jobs == queued - 2
     by_path = rows(store)
     for job in store.jobs.list_jobs():
         if job.id == running.id:
             assert (job.status, job.control_request) == (JobStatus.RUNNING, None)
+            continue
+        if job.id == paused.id:
+            assert (job.status, job.error_message) == (JobStatus.PAUSED, None)
             continue
         assert job.status is JobStatus.CANCELED
         reason = by_path[job.input_path].reason

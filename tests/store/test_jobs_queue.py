@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.exc import IntegrityError
 
 from amphigory_tui.domain.clock import FixedClock
 from amphigory_tui.domain.errors import InvalidTransition, UsageError
-from amphigory_tui.domain.jobs import Job, JobStatus
+from amphigory_tui.domain.jobs import Job, JobKind, JobStatus
 from amphigory_tui.store import JobFilter, Store
 from tests.store.helpers import count_rows, media_record, seed_candidates, seed_media
 
@@ -200,6 +202,67 @@ def test_cancel_for_media_stops_the_live_jobs_of_those_files(store: Store, clock
     done = store.jobs.cancel_running(running.id, "w1")
     assert (done.status, done.error_message) == (JobStatus.CANCELED, "the file changed on disk")
     assert [(a.outcome, a.error) for a in store.jobs.attempts(running.id)] == [("canceled", "the file changed on disk")]
+
+
+def test_cancel_queued_for_media_cancels_only_queued_transcodes_each_with_its_reason(
+    store: Store, clock: FixedClock
+) -> None:
+    """Each file's queued transcode job is canceled with that file's reason, written exactly as a user's cancel
+    of a queued job writes it; a running or paused job of a listed file, another kind of job and unlisted files
+    are untouched."""
+    ids = seed_candidates(store, 6)
+    store.jobs.queue_for_transcoding()
+    by_media = {j.media_file_id: j for j in store.jobs.list_jobs()}
+    running = store.jobs.claim("w1")
+    assert running is not None and running.media_file_id is not None
+    rest = [m for m in ids if m != running.media_file_id]
+    paused, queued_a, queued_b, by_user, unlisted = rest
+    store.jobs.pause(by_media[paused].id)
+    insert = store.jobs.create("/library/insert.mkv", kind=JobKind.INSERT, media_file_id=queued_a)
+    clock.advance(5)
+    reasons = {
+        running.media_file_id: "rules changed: r",
+        paused: "rules changed: p",
+        queued_a: "rules changed: expected saving 8 % < min 10 %",
+        queued_b: "rules changed: already hevc",
+        999_999: "rules changed: no such file",
+    }
+    assert store.jobs.cancel_queued_for_media(reasons) == 2
+    for media_id in (queued_a, queued_b):
+        job = store.jobs.get(by_media[media_id].id)
+        assert (job.status, job.error_message, job.completed_at, job.updated_at) == (
+            JobStatus.CANCELED,
+            reasons[media_id],
+            clock.now(),
+            clock.now(),
+        )
+    # Field for field what JobStore.cancel writes for a queued job (and no attempt rows either way).
+    user = store.jobs.cancel(by_media[by_user].id, "rules changed: already hevc")
+    mine = store.jobs.get(by_media[queued_b].id)
+    same_file = {"id": user.id, "input_path": user.input_path, "media_file_id": user.media_file_id}
+    assert replace(mine, **same_file, source_size=user.source_size) == user
+    assert store.jobs.attempts(mine.id) == store.jobs.attempts(user.id) == []
+    still_running = store.jobs.get(running.id)
+    assert (still_running.status, still_running.control_request, still_running.error_message) == (
+        JobStatus.RUNNING,
+        None,
+        None,
+    )
+    assert store.jobs.get(by_media[paused].id).status is JobStatus.PAUSED
+    assert store.jobs.get(insert.id).status is JobStatus.QUEUED
+    assert store.jobs.get(by_media[unlisted].id).status is JobStatus.QUEUED
+    assert store.jobs.cancel_queued_for_media(reasons) == 0
+    assert store.jobs.cancel_queued_for_media({}) == 0
+
+
+def test_cancel_queued_for_media_keeps_each_reason_across_chunks(store: Store) -> None:
+    """More files than one statement's bound values allow: every job is canceled, each with its own reason."""
+    ids = seed_candidates(store, 650)
+    assert store.jobs.queue_for_transcoding() == 650
+    reasons = {media_id: f"rules changed: file {n}" for n, media_id in enumerate(ids)}
+    assert store.jobs.cancel_queued_for_media(reasons) == 650
+    got = {j.media_file_id: j.error_message for j in store.jobs.list_jobs(JobFilter(include_dismissed=True))}
+    assert got == reasons
 
 
 def test_an_in_process_cancel_does_not_pick_up_an_old_error(store: Store, clock: FixedClock) -> None:
