@@ -361,12 +361,14 @@ class TranscodePipeline:
             ctx.attach_process(None)
         encode_time = time.monotonic() - encode_started
         self._check_stop(ctx)
-        self._log_tail(ctx, result)
         if not result.ok:
+            # The error carries the stderr tail and the pool logs the error ("failed …", "attempt 1/3 failed …"):
+            # no tail line of our own here, or a failure would put the same lines into the log twice.
             failure = classify_failure(result, tail_lines=STDERR_TAIL_LINES)
             # The reason names the user's file, not our copy of it; the tail below it stays as HandBrakeCLI wrote it.
             reason, newline, tail = str(failure).partition("\n")
             raise JobError(reason.replace(str(local_input), source) + newline + tail, permanent=failure.permanent)
+        self._log_tail(ctx, result)
 
         # ---- validate
         await ctx.set_stage(Stage.VALIDATE)
@@ -592,11 +594,11 @@ class TranscodePipeline:
 
     @staticmethod
     def _log_tail(ctx: StageContext, result: ToolResult) -> None:
+        """After a successful run: the tool's last stderr lines, at info (a failure's error carries them instead)."""
         lines: Sequence[str] = result.stderr_tail[-STDERR_TAIL_LINES:]
         if not lines:
             return
-        # Info on success too: the pool keeps info and above, and the tail is how a user checks what the encoder
-        # said (on failure the error itself is logged by the pool, at its own level).
+        # Info: the pool keeps info and above, and the tail is how a user checks what the encoder said.
         ctx.log(
             f"{result.tool} exited with code {result.returncode}; last {len(lines)} lines of its stderr:\n"
             + "\n".join(lines),
