@@ -283,6 +283,20 @@ def test_pool_probes_everything_once(media: Path) -> None:
         assert pool.restarts == 0
 
 
+def test_pool_reads_ahead_of_odd_paths_without_blocking(media: Path, tmp_path: Path) -> None:
+    """A worker starts reading the files of a batch before probing them: a FIFO, a folder or a missing path in the
+    batch neither blocks it nor changes any answer."""
+    fifo = tmp_path / "pipe.mkv"
+    os.mkfifo(fifo)
+    paths = [str(fifo), str(media), str(tmp_path / "nope.mkv"), str(media / "clip.mp4")]
+    with ProbePool(1, timeout_s=30) as pool:
+        got = dict(pool.probe_many(paths))
+    assert got[str(fifo)].error == "not a regular file (fifo)"
+    assert got[str(media)].error == "not a regular file (directory)"
+    assert got[str(tmp_path / "nope.mkv")].error == "file not found"
+    assert got[str(media / "clip.mp4")].video_codec == "h264"
+
+
 def test_pool_pulls_paths_lazily(media: Path) -> None:
     """100,000 paths must not be held at once: only workers × depth are in flight."""
     pulled = 0
