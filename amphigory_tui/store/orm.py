@@ -126,7 +126,6 @@ class JobRow(Base):
         Index("ix_transcode_jobs_claim", "status", "priority", "created_at"),
         # "Changed since" polling by the TUI.
         Index("ix_transcode_jobs_updated_at", "updated_at"),
-        Index("ix_transcode_jobs_worker_id", "worker_id"),
         Index("ix_transcode_jobs_depends_on", "depends_on"),
         # At most one live transcode job per media file, enforced by the database itself.
         Index(
@@ -146,7 +145,8 @@ class JobAttemptRow(Base):
     __tablename__ = "job_attempts"
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
-    job_id: Mapped[int] = mapped_column(ForeignKey("transcode_jobs.id", ondelete="CASCADE"), index=True)
+    # No index of its own: the unique (job_id, attempt) index starts with it.
+    job_id: Mapped[int] = mapped_column(ForeignKey("transcode_jobs.id", ondelete="CASCADE"))
     attempt: Mapped[int] = mapped_column(Integer)
     worker_id: Mapped[str] = mapped_column(String(200))
     started_at: Mapped[float] = mapped_column(Float)

@@ -8,7 +8,7 @@ import signal
 import anyio
 import pytest
 
-from amphigory_tui.domain.events import JobProgress
+from amphigory_tui.domain.events import Event, JobProgress
 from amphigory_tui.domain.jobs import Job, JobStatus, PauseReason, Stage
 from amphigory_tui.pool import ListSink, WorkerPool
 from amphigory_tui.services.pipeline import JobResult, StageContext
@@ -58,31 +58,51 @@ async def test_cancel_from_another_process_kills_the_encoder_and_removes_temp_fi
     assert sorted(p.name for p in env.lib.iterdir()) == ["cancel me.mp4"]
 
 
+class FreezeAtFirstProgress(ListSink):
+    """SIGSTOPs the job's tool the moment its first progress record arrives: mid-encode for sure, however fast
+    the machine encodes the clip (a 6 s clip can finish between two polls of a test)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pool: WorkerPool | None = None
+        self.frozen: list[int] = []
+
+    def emit(self, event: Event) -> None:
+        """Record the event; freeze the tool at the first transcode progress."""
+        super().emit(event)
+        if isinstance(event, JobProgress) and event.stage is Stage.TRANSCODE and not self.frozen:
+            assert self.pool is not None
+            handle = self.pool._runs[event.job_id].handle  # the child the pool is reading progress from
+            assert handle is not None
+            stop_process(handle.pid)
+            self.frozen.append(handle.pid)
+
+
 @pytest.mark.anyio
 @pytest.mark.parametrize("kill", [False, True])
-async def test_in_process_cancel_mid_encode(env: Env, clips: Clips, sink: ListSink, kill: bool) -> None:
+async def test_in_process_cancel_mid_encode(env: Env, clips: Clips, kill: bool) -> None:
     """pool.cancel_job once HandBrakeCLI reports progress: canceled (or killed), no process, no temp file."""
-    settings = env.settings()
+    # A slow preset: the fast test settings encode this clip in ~0.3 s, and all its progress can arrive at once.
+    slow = ["-e", "x264", "--encoder-preset", "veryslow", "-q", "20", "-w", "320", "-l", "180"]
+    settings = env.settings(transcode={"extra_args": slow})
     store = env.store(settings)
     _path, job = env.add(clips.long, "fast path.mp4", store)
+    sink = FreezeAtFirstProgress()
     pool = WorkerPool(store, settings, sink)
-    pids: list[int] = []
+    sink.pool = pool
 
     def encoding() -> bool:
         snap = [s for s in pool.snapshot() if s.job_id == job.id]
-        return bool(snap) and snap[0].stage is Stage.TRANSCODE and snap[0].percent > 0
+        return bool(sink.frozen) and bool(snap) and snap[0].stage is Stage.TRANSCODE and snap[0].percent > 0
 
     def cancel() -> None:
-        pid = store.jobs.get(job.id).child_pid
-        assert pid is not None
-        pids.append(pid)
         assert pool.cancel_job(job.id, kill=kill)
         assert not pool.cancel_job(job.id + 100)  # not running here: the caller must use the store
 
     await run_until(pool, encoding, action=cancel, then=status_is(store, job.id, JobStatus.CANCELED))
     done = store.jobs.get(job.id)
     assert done.error_message == ("killed by user" if kill else "canceled by user")
-    assert pid_gone(pids[0])
+    assert pid_gone(sink.frozen[0])
     assert leftovers(env) == []
 
 
