@@ -128,6 +128,7 @@ class _JobRun:
         self.current = Progress(percent=0.0)
         self.seen_progress = False
         self.dirty = False
+        self.last_event = 0.0  # a new stage's first progress is shown at once, not up to 0.25 s later
         self.last_advance = self.last_write = self._pool.clock.monotonic()
         store = self._pool.store
         await anyio.to_thread.run_sync(
