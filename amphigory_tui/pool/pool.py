@@ -61,6 +61,7 @@ _STOP_RANK = {"pause": 1, "shutdown": 1, "stall": 2, "cancel": 3, "kill": 4, "lo
 _HARD_STOPS = frozenset({"kill", "stall", "lost"})
 _LEVELS = {"debug": 10, "info": 20, "warning": 30, "error": 40}
 _TICK_S = 1.0
+_GAP_TICKS = 3  # a tick this many intervals late means the pool itself was not running
 _PROGRESS_WRITE_S = 1.0
 _PROGRESS_EVENT_S = 0.25
 # The per-job store call runs on the event loop while its running average stays this quick (a local SQLite commit:
@@ -595,8 +596,17 @@ class WorkerPool:
 
     async def _tick_loop(self) -> None:
         """About once a second: control requests, stalls, progress writes, log flush."""
+        last = self.clock.monotonic()
         while True:
             await anyio.sleep(_TICK_S)
+            now = self.clock.monotonic()
+            if now - last > _TICK_S * _GAP_TICKS:
+                # This process was not running (SIGSTOP, a paused VM, a blocked loop): nobody watched the tools, so
+                # the missing progress is no evidence against them. They get a fresh stall window, and the next
+                # heartbeat says whether another worker took a job over meanwhile.
+                for run in self._runs.values():
+                    run.last_advance = now
+            last = now
             try:
                 await self._poll_controls()
                 self._check_stalls()

@@ -8,6 +8,7 @@ import signal
 import anyio
 import pytest
 
+from amphigory_tui.domain.clock import SystemClock
 from amphigory_tui.domain.events import Event, JobProgress
 from amphigory_tui.domain.jobs import Job, JobStatus, PauseReason, Stage
 from amphigory_tui.pool import ListSink, WorkerPool
@@ -169,6 +170,68 @@ async def test_sigstopped_encoder_is_a_stall_and_the_job_is_retried(env: Env, cl
     assert first.error is not None and first.error.startswith("stalled: no progress for 2 s in stage transcode")
     assert pid_gone(frozen[0])
     assert leftovers(env) == []
+
+
+class JumpClock(SystemClock):
+    """The real clock, whose monotonic time can jump ahead (as if this process had been stopped meanwhile)."""
+
+    def __init__(self) -> None:
+        self.offset = 0.0
+
+    def monotonic(self) -> float:
+        """Real monotonic time plus the jumps so far."""
+        return super().monotonic() + self.offset
+
+
+@pytest.mark.anyio
+async def test_a_pool_that_was_not_running_gives_its_tools_a_fresh_stall_window(
+    env: Env, clips: Clips, sink: ListSink
+) -> None:
+    """After 30 s in which the pool itself did not run (SIGSTOP, a paused VM), a tool that made no progress in that
+    time is not called stalled at the next tick; without progress for stall_timeout from then on, it is."""
+    encoder = make_script(
+        env.root / "holding-handbrake",
+        """
+        import sys, time
+        sys.stdout.write("Encoding: task 1 of 1, 12.50 % (30.00 fps, avg 29.00 fps, ETA 00h00m09s)\\r")
+        sys.stdout.flush()
+        time.sleep(120)
+        """,
+    )
+    settings = env.settings(
+        workers={"stall_timeout_s": 2, "heartbeat_interval_s": 1},
+        jobs={"max_retries": 1},
+        tools={"handbrake": str(encoder)},
+    )
+    store = env.store(settings)
+    _path, job = env.add(clips.plain, "held.mp4", store)
+    clock = JumpClock()
+    pool = WorkerPool(store, settings, sink, clock=clock)
+    beats: list[float] = []
+
+    def encoding() -> bool:
+        return any(s.job_id == job.id and s.stage is Stage.TRANSCODE and s.percent > 0 for s in pool.snapshot())
+
+    def two_beats_after_the_jump() -> bool:
+        current = store.jobs.get(job.id)
+        assert current.status is JobStatus.RUNNING, current.error_message  # not stalled by the jump
+        if current.last_heartbeat is not None and (not beats or current.last_heartbeat != beats[-1]):
+            beats.append(current.last_heartbeat)
+        return len(beats) >= 3
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(pool.run)
+        with anyio.fail_after(30):
+            while not encoding():
+                await anyio.sleep(0.02)
+            clock.offset += 30.0
+            while not two_beats_after_the_jump():
+                await anyio.sleep(0.05)
+            while store.jobs.get(job.id).status is JobStatus.RUNNING:
+                await anyio.sleep(0.05)
+        await pool.shutdown()
+    (attempt,) = store.jobs.attempts(job.id)
+    assert attempt.error is not None and attempt.error.startswith("stalled: no progress for 2 s in stage transcode")
 
 
 @pytest.mark.anyio
