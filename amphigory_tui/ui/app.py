@@ -150,7 +150,8 @@ class AmphigoryApp(App[None]):
                 yield Lazy(self.workers_pane)
             with TabPane("4 Log", id="log"):
                 yield Lazy(self.log_pane)
-        yield Footer(compact=True)
+        # No ctrl+p entry: at 80 columns it pushed Settings and Quit off the line (? lists it with every key).
+        yield Footer(compact=True, show_command_palette=False)
 
     def on_ready(self) -> None:
         """The first frame is on screen: now load data, poll, run startup and the pool (all in workers)."""

@@ -141,7 +141,7 @@ class ScanPane(Vertical):
         Binding("s", "scan", "Scan/cancel", id="scan-toggle"),
         Binding("a", "queue_all", "Queue all", id="queue-all"),
         Binding("slash", "filter", "Filter", id="scan-filter"),
-        Binding("t", "needs_only", "Needs transcoding only", id="scan-needs-only"),
+        Binding("t", "needs_only", "Needs work", id="scan-needs-only", tooltip="Needs transcoding only"),
         Binding("escape", "clear_filter", "Clear filter", show=False, id="scan-clear-filter"),
     ]
 
