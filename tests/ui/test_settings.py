@@ -175,6 +175,7 @@ async def test_workers_tab_resize_survives_other_settings(world: World, config_f
         assert isinstance(screen, SettingsScreen)
         rows = {r.dotted: r for r in screen.list.rows}
         assert screen._cells(rows["workers.count"], True)[1] == "4"
+        assert screen._cells(rows["workers.count"], True)[2][0] == "live"  # type: ignore[index]  # not the file's 2
         await edit(pilot, "ui.dark", "false")
         assert pool.size == 4
         await press(pilot, "D")
@@ -185,6 +186,8 @@ async def test_workers_tab_resize_survives_other_settings(world: World, config_f
         assert load_settings(config_file).workers.count == 2
         assert pool.size == 4 and app.settings.workers.count == 4
         assert screen._cells(rows["workers.count"], True)[1] == "4"
+        assert screen._cells(rows["workers.count"], True)[2][0] == "live"  # type: ignore[index]
+        assert screen._cells(rows["ui.poll_interval_s"], True)[2] == "file"  # saved: from the file now
         await press(pilot, "escape")
         assert not isinstance(app.screen, (SettingsScreen, SaveDiscardModal))
         assert pool.size == 4

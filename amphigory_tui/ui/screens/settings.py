@@ -165,6 +165,16 @@ def keep_live_values(reloaded: Settings, live: Settings, *, saved: Iterable[str]
     return out
 
 
+def _as_on_disk(settings: Settings) -> Settings:
+    """The settings as the config file (or the defaults) has them, without what was changed while running."""
+    if settings.file is None or not settings.file.is_file():
+        return Settings()
+    try:
+        return load_settings(settings.file)
+    except (OSError, AmphigoryError):
+        return settings  # unreadable now: no key is called live rather than a wrong one
+
+
 class SettingsScreen(Screen[None]):
     """Every setting; Enter edits, ctrl+s saves, D discards, Esc leaves."""
 
@@ -191,6 +201,7 @@ class SettingsScreen(Screen[None]):
         self.pending = settings
         """The settings with the user's edits, applied live."""
         self._apply = apply
+        self._on_disk = _as_on_disk(settings)
         rows = [SettingRow(f"{section}.{key}", doc) for section, key, _default, doc in iter_keys()]
         self.list = RowList(rows)
 
@@ -230,6 +241,8 @@ class SettingsScreen(Screen[None]):
         value = get_value(self.pending, row.dotted)
         if row.dotted in self.changed:
             source: Cell = ("edited", dim_style(dark) + _bold())
+        elif row.dotted in LIVE_KEYS and get_value(self.saved, row.dotted) != get_value(self._on_disk, row.dotted):
+            source = ("live", _bold())  # changed while running (the Workers tab's +/-, ctrl+t), not in the file
         elif row.dotted in self.saved.from_file and self.saved.file:
             source = "file"
         else:
@@ -333,6 +346,7 @@ class SettingsScreen(Screen[None]):
             self.notify(f"Could not save {path}: {exc}", severity="error", timeout=10)
             return
         live = keep_live_values(reloaded, self.pending, saved=changes)
+        self._on_disk = reloaded
         self.saved = self.pending = live
         if self._apply is not None:
             self._apply(live)
