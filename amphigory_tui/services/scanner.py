@@ -34,8 +34,9 @@ cannot start, ``ffprobe.FfprobeProber`` (one ffprobe per file, through ``run_too
 ("rules changed: …"); running and paused jobs are left to the user.
 
 **One scan at a time per database**, whichever ``Scanner``, thread or process runs it: ``scan``, ``reevaluate`` and
-``scan_paths`` hold the database's scan lock (``scan_lock_name``: a ``NamedLock`` in the process-lock directory),
-since two walks of one library would fight over its rows and its one checkpoint. ``scan`` and ``reevaluate``
+``scan_paths`` hold the database's scan lock (``scan_lock_name``: a ``NamedLock`` in the process-lock directory, and
+on PostgreSQL also a session advisory lock, for the other machines sharing the database), since two walks of one
+library would fight over its rows and its one checkpoint. ``scan`` and ``reevaluate``
 refuse with ``ScanBusy`` naming the holder; ``scan_paths`` (watch mode's small batches) waits for it instead, as
 the scan that holds it is bringing the same files up to date.
 """
@@ -48,6 +49,7 @@ import logging
 import os
 import stat
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -65,7 +67,7 @@ from amphigory_tui.services.locks import NamedLock
 from amphigory_tui.services.queries import LAST_SCAN_KEY
 from amphigory_tui.services.rules import decide
 from amphigory_tui.services.walk import extension_set, is_gone, normalize_roots, sort_key, walk_media
-from amphigory_tui.store import KnownFile, MediaRecord, Store
+from amphigory_tui.store import AdvisoryLock, KnownFile, MediaRecord, Store
 
 log = logging.getLogger(__name__)
 
@@ -99,6 +101,14 @@ def scan_lock_name(store: Store) -> str:
     else:
         identity = engines.url_for_messages
     return "scan-" + hashlib.sha256(identity.encode("utf-8")).hexdigest()[:16]
+
+
+_SERVER_LOCK_POLL_S = 0.5  # watch mode waiting for another machine's scan looks again this often
+
+
+def _advisory_key(lock_name: str) -> int:
+    """The PostgreSQL advisory-lock key of a scan lock: 64 bits of its name's hash, as a signed integer."""
+    return int.from_bytes(hashlib.sha256(lock_name.encode("utf-8")).digest()[:8], "big", signed=True)
 
 
 class Prober(Protocol):
@@ -366,7 +376,8 @@ class Scanner:
             raise ScanBusy(
                 f"a scan is already running ({holder.describe()})" if holder else "a scan is already running"
             )
-        with self._holding(lock):
+        server = self._server_lock(lock)
+        with self._holding(lock, server):
             yield
 
     @contextmanager
@@ -376,21 +387,51 @@ class Scanner:
         if self._held is not None and self._held_by == threading.get_ident():
             yield True
             return
-        lock = NamedLock.wait(self._lock_name, doing=doing, cancel=cancel)
-        if lock is None:
-            yield False
-            return
-        with self._holding(lock):
+        while True:
+            lock = NamedLock.wait(self._lock_name, doing=doing, cancel=cancel)
+            if lock is None:
+                yield False
+                return
+            try:
+                server = self._server_lock(lock)
+                break
+            except ScanBusy:
+                pass
+            if cancel is not None and cancel.wait(_SERVER_LOCK_POLL_S):  # another machine scans: wait for it
+                yield False
+                return
+            if cancel is None:
+                time.sleep(_SERVER_LOCK_POLL_S)
+        with self._holding(lock, server):
             yield True
 
+    def _server_lock(self, lock: NamedLock) -> AdvisoryLock | None:
+        """With ``lock`` held: on PostgreSQL also the database's advisory lock (other machines share the database,
+        not our lock directory); None on SQLite. ``ScanBusy``, with ``lock`` released, when another session holds
+        it."""
+        engines = self._store.engines
+        if engines.is_sqlite:
+            return None
+        try:
+            server = engines.try_advisory_lock(_advisory_key(self._lock_name))
+        except BaseException:
+            lock.release()
+            raise
+        if server is None:
+            lock.release()
+            raise ScanBusy("a scan of this database is already running on another machine")
+        return server
+
     @contextmanager
-    def _holding(self, lock: NamedLock) -> Iterator[None]:
-        """Remember ``lock`` as this thread's while the block runs, then release it."""
+    def _holding(self, lock: NamedLock, server: AdvisoryLock | None = None) -> Iterator[None]:
+        """Remember ``lock`` as this thread's while the block runs, then release it (and ``server``)."""
         self._held, self._held_by = lock, threading.get_ident()
         try:
             yield
         finally:
             self._held = self._held_by = None
+            if server is not None:
+                server.release()
             lock.release()
 
     # ------------------------------------------------------------------ checkpoint

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 from amphigory_tui.config import Settings
 from amphigory_tui.domain.clock import SYSTEM_CLOCK, Clock
-from amphigory_tui.store.engine import Engines, WriterBusy, make_engines
+from amphigory_tui.store.engine import AdvisoryLock, Engines, WriterBusy, make_engines
 from amphigory_tui.store.jobs import JobFilter, JobStore
 from amphigory_tui.store.media import KnownFile, MediaFilter, MediaRecord, MediaStore
 from amphigory_tui.store.migrate import upgrade_to_head
@@ -14,6 +14,7 @@ from amphigory_tui.store.state import LogStore, StateStore
 from amphigory_tui.store.workers import WorkerStore
 
 __all__ = [
+    "AdvisoryLock",
     "JobFilter",
     "JobStore",
     "KnownFile",

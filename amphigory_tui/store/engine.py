@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event, text
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError
 from sqlalchemy.pool import QueuePool
@@ -29,6 +29,31 @@ BUSY_TIMEOUT_MS = 30_000
 
 class WriterBusy(Exception):
     """``raw_write(wait=False)``: the writer connection or SQLite's write lock is taken right now."""
+
+
+class AdvisoryLock:
+    """A PostgreSQL session-level advisory lock, held on a connection of its own until ``release``.
+
+    The server drops it when that session ends, so a holder that dies (or loses the network) frees it.
+    """
+
+    def __init__(self, connection: Connection, key: int) -> None:
+        self._connection: Connection | None = connection
+        self.key = key
+
+    def release(self) -> None:
+        """Unlock and close the connection; idempotent, and never raises (the session's end frees it anyway)."""
+        connection, self._connection = self._connection, None
+        if connection is None:
+            return
+        try:
+            connection.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": self.key})
+        except Exception:
+            # The pooled session would keep the lock: end the session itself instead of handing it back.
+            with contextlib.suppress(Exception):
+                connection.invalidate()
+        with contextlib.suppress(Exception):
+            connection.close()
 
 
 @dataclass(frozen=True)
@@ -128,6 +153,23 @@ class Engines:
                 yield conn
         except OperationalError as exc:
             raise StoreError(f"database error: {exc.orig}") from exc
+
+    def try_advisory_lock(self, key: int) -> AdvisoryLock | None:
+        """PostgreSQL only: take session-level advisory lock ``key`` (a signed 64-bit int) now, or None when another
+        session holds it; every machine sharing the database contends for it."""
+        if self.is_sqlite:
+            raise StoreError("advisory locks are a PostgreSQL feature")
+        try:
+            connection = self.reader.connect()
+            # Autocommit: the lock is the session's, and no transaction may stay open for as long as it is held.
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            got = connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar_one()
+        except OperationalError as exc:
+            raise StoreError(f"database error: {exc.orig}") from exc
+        if not got:
+            connection.close()
+            return None
+        return AdvisoryLock(connection, key)
 
     def dispose(self) -> None:
         """Close every pooled connection."""

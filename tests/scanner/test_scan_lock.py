@@ -24,9 +24,10 @@ from amphigory_tui.domain.errors import ScanBusy
 from amphigory_tui.domain.events import LogRecord, ScanProgress
 from amphigory_tui.services.locks import NamedLock
 from amphigory_tui.services.probe import ProbePool
-from amphigory_tui.services.scanner import CHECKPOINT_KEY, FileOutcome, Scanner, scan_lock_name
+from amphigory_tui.services.scanner import CHECKPOINT_KEY, FileOutcome, Scanner, _advisory_key, scan_lock_name
 from amphigory_tui.services.watch import watch_library
 from amphigory_tui.store import Store, open_store
+from amphigory_tui.store.engine import make_engines
 from tests.scanner.conftest import BIG, HOSTILE, CountingProber, make_config, run_amphigory, settings_with
 from tests.scanner.test_watch import wait_until
 
@@ -251,3 +252,49 @@ async def test_a_watcher_waiting_for_the_scan_lock_still_stops(
     finally:
         safety.cancel()
         held.release()
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_scan_on_another_machine_keeps_this_one_out(
+    library: Path, fresh_postgres_url: str, pool: ProbePool
+) -> None:
+    """Machines sharing a PostgreSQL database share no lock directory: the database's own advisory lock keeps
+    their scans apart. While another session ("another machine") holds it, scan and --reevaluate refuse in one
+    line and leave no local lock behind, and watch mode's batch waits; once it is let go, both run, and while
+    this process scans the other machine cannot take it."""
+    store = open_store(settings_with(), url=fresh_postgres_url)
+    other_machine = make_engines(fresh_postgres_url)
+    key = _advisory_key(scan_lock_name(store))
+    try:
+        held = other_machine.try_advisory_lock(key)
+        assert held is not None
+        scanner = Scanner(store, settings_with(), prober=CountingProber(pool))
+        refused = "^a scan of this database is already running on another machine$"
+        with pytest.raises(ScanBusy, match=refused):
+            scanner.scan([str(library)])
+        with pytest.raises(ScanBusy, match=refused):
+            scanner.reevaluate([str(library)])
+        assert NamedLock.holder(scan_lock_name(store)) is None  # the local lock was let go again
+
+        cancel = NoticedWait()
+        results: list[list[FileOutcome]] = []
+        path = str(library / BIG)
+        thread = threading.Thread(
+            target=lambda: results.append(scanner.scan_paths([path], roots=[str(library)], cancel=cancel))
+        )
+        thread.start()
+        assert cancel.waiting.wait(30), "scan_paths did not wait for the other machine's scan"
+        assert results == []
+        held.release()
+        thread.join(30)
+        assert [(o.path, o.outcome) for o in results[0]] == [(path, "added")]
+
+        assert scanner.scan([str(library)]).seen > 0
+        with scanner.scan_lock():
+            assert other_machine.try_advisory_lock(key) is None
+        again = other_machine.try_advisory_lock(key)
+        assert again is not None
+        again.release()
+    finally:
+        other_machine.dispose()
+        store.close()
