@@ -120,6 +120,7 @@ class AmphigoryApp(App[None]):
         self._pool_worker: Worker[None] | None = None
         self.started = startup is None
         """Whether startup (recovery) finished and the pool was started."""
+        self._quit_after_startup = False
         self.started_loading = False
         """Whether the first frame was painted and the first data load began."""
         # Kept as attributes: app.query_one() searches the active screen, which is a modal now and then.
@@ -163,6 +164,9 @@ class AmphigoryApp(App[None]):
             self._poller.start()
             self.set_interval(FULL_RELOAD_S, self.reload_all)
         self.set_interval(1.0, self._tick)
+        if self._stop_signals:
+            # From the start: a SIGTERM/SIGHUP during startup recovery must not kill the process half-way.
+            self.run_worker(self._watch_signals(), name="signals", group="signals", exit_on_error=False)
         if self._startup is not None:
             self._run_startup(self._startup)
         else:
@@ -187,6 +191,9 @@ class AmphigoryApp(App[None]):
     def _startup_done(self, message: StartupDone) -> None:
         if message.notice:
             self.notify(message.notice, title="Recovery", timeout=15)
+        if self._quit_after_startup:
+            self.exit()  # a stop signal came during recovery: the pool never starts, nothing is claimed
+            return
         self._begin()
         self.reload_all()
         if self._resume_scan is not None and self._resume_scan():
@@ -208,18 +215,20 @@ class AmphigoryApp(App[None]):
             self._pool_worker = self.run_worker(self._run_pool(pool), name="pool", group="pool", exit_on_error=False)
         if self._background is not None:
             self.run_worker(self._background(), name="checks", group="checks", exit_on_error=False)
-        if self._stop_signals and pool is not None:
-            self.run_worker(self._watch_signals(pool), name="signals", group="checks", exit_on_error=False)
 
-    async def _watch_signals(self, pool: PoolPort) -> None:
-        # SIGTERM or SIGHUP (the SSH session dropped): pause running jobs and quit; a second one hurries.
+    async def _watch_signals(self) -> None:
+        # SIGTERM or SIGHUP (the SSH session dropped): pause running jobs and quit; a second one hurries. During
+        # startup recovery (it runs in a thread and must finish) the app quits as soon as recovery is done.
         from amphigory_tui.services.signals import watch_stop_signals
 
         async def on_stop(graceful: bool) -> None:
-            if graceful:
+            if not self.started:
+                self._quit_after_startup = True
+                self.notify("Stopping once startup recovery is done…", title="Stop signal")
+            elif graceful:
                 self._stop_and_exit()
-            else:
-                await pool.shutdown(pause_running=True, grace=False)
+            elif self.ctx.pool is not None:
+                await self.ctx.pool.shutdown(pause_running=True, grace=False)
 
         await watch_stop_signals(on_stop)
 

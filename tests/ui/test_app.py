@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import os
+import signal
+import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -255,3 +258,39 @@ async def test_ctrl_r_reloads_what_another_process_changed(world: World) -> None
         world.services.actions.queue_all()
         await press(pilot, "ctrl+r")
         assert len(shown_ids(app)) == 10
+
+
+async def test_a_stop_signal_during_startup_recovery_quits_once_it_is_done(world: World) -> None:
+    """SIGTERM while recovery still runs (in its thread): the app neither dies half-way nor starts the pool; it
+    quits as soon as recovery is done, having claimed nothing."""
+    release = threading.Event()
+    built: list[FakePool] = []
+
+    def startup() -> str | None:
+        release.wait(30)
+        return None
+
+    def factory(_sink: object) -> FakePool:
+        built.append(FakePool(world.ids.running))
+        return built[-1]
+
+    app = world.app(pool_factory=factory, startup=startup, stop_signals=True)
+    async with app.run_test(size=SIZE) as pilot:
+        for _ in range(200):  # the receiver replaces the default action (death) once it is in place
+            if signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None):
+                break
+            await pilot.pause(0.01)
+        assert signal.getsignal(signal.SIGTERM) not in (signal.SIG_DFL, None)
+        os.kill(os.getpid(), signal.SIGTERM)
+        for _ in range(100):
+            if "Stopping once startup recovery is done…" in notes(app):
+                break
+            await pilot.pause(0.02)
+        assert "Stopping once startup recovery is done…" in notes(app) and not app._exit
+        release.set()
+        for _ in range(100):
+            if app._exit:
+                break
+            await pilot.pause(0.02)
+        assert app._exit
+    assert built == [] and not app.started
