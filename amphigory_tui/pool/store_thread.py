@@ -3,7 +3,9 @@
 ``anyio.to_thread.run_sync`` costs ~150 µs a call here (capacity limiter, context copy, cancel-scope bookkeeping);
 a thread fed by a queue that wakes the event loop with ``call_soon_threadsafe`` costs ~85 µs. The pool makes one
 store call per job (complete + next claim), so on a no-op job that was a sixth of the time (bench/pool_noop.py).
-Calls run one at a time, in order — as the store's single writer connection serialises writes anyway.
+That call runs on the event loop itself when SQLite's writer is free (``WorkerPool._hot``); it comes here when the
+writer is busy, and so do the heartbeats, log flushes and control polls. Calls run one at a time, in order — as the
+store's single writer connection serialises writes anyway.
 """
 
 from __future__ import annotations
