@@ -49,7 +49,6 @@ import logging
 import os
 import stat
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -387,8 +386,9 @@ class Scanner:
         if self._held is not None and self._held_by == threading.get_ident():
             yield True
             return
+        stop = cancel or threading.Event()  # never set: wait without end
         while True:
-            lock = NamedLock.wait(self._lock_name, doing=doing, cancel=cancel)
+            lock = NamedLock.wait(self._lock_name, doing=doing, cancel=stop)
             if lock is None:
                 yield False
                 return
@@ -397,11 +397,9 @@ class Scanner:
                 break
             except ScanBusy:
                 pass
-            if cancel is not None and cancel.wait(_SERVER_LOCK_POLL_S):  # another machine scans: wait for it
+            if stop.wait(_SERVER_LOCK_POLL_S):  # another machine scans: wait for it
                 yield False
                 return
-            if cancel is None:
-                time.sleep(_SERVER_LOCK_POLL_S)
         with self._holding(lock, server):
             yield True
 

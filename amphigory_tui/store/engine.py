@@ -161,11 +161,17 @@ class Engines:
             raise StoreError("advisory locks are a PostgreSQL feature")
         try:
             connection = self.reader.connect()
+        except OperationalError as exc:
+            raise StoreError(f"database error: {exc.orig}") from exc
+        try:
             # Autocommit: the lock is the session's, and no transaction may stay open for as long as it is held.
             connection = connection.execution_options(isolation_level="AUTOCOMMIT")
             got = connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": key}).scalar_one()
-        except OperationalError as exc:
-            raise StoreError(f"database error: {exc.orig}") from exc
+        except BaseException as exc:
+            connection.close()
+            if isinstance(exc, OperationalError):
+                raise StoreError(f"database error: {exc.orig}") from exc
+            raise
         if not got:
             connection.close()
             return None

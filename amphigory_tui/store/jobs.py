@@ -717,6 +717,7 @@ class JobStore:
         items = list(reasons.items())
         if not items:
             return 0
+        check_transition(JobStatus.QUEUED, JobStatus.CANCELED)
         now = self._clock.now()
         count = 0
         with self._db.write() as conn:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+from pathlib import Path
 
 import anyio
 import pytest
@@ -172,6 +173,19 @@ async def test_sigstopped_encoder_is_a_stall_and_the_job_is_retried(env: Env, cl
     assert leftovers(env) == []
 
 
+def holding_encoder(env: Env) -> Path:
+    """A stand-in HandBrakeCLI that reports 12.5 % once and then holds still for two minutes."""
+    return make_script(
+        env.root / "holding-handbrake",
+        """
+        import sys, time
+        sys.stdout.write("Encoding: task 1 of 1, 12.50 % (30.00 fps, avg 29.00 fps, ETA 00h00m09s)\\r")
+        sys.stdout.flush()
+        time.sleep(120)
+        """,
+    )
+
+
 class JumpClock(SystemClock):
     """The real clock, whose monotonic time can jump ahead (as if this process had been stopped meanwhile)."""
 
@@ -189,15 +203,7 @@ async def test_a_pool_that_was_not_running_gives_its_tools_a_fresh_stall_window(
 ) -> None:
     """After 30 s in which the pool itself did not run (SIGSTOP, a paused VM), a tool that made no progress in that
     time is not called stalled at the next tick; without progress for stall_timeout from then on, it is."""
-    encoder = make_script(
-        env.root / "holding-handbrake",
-        """
-        import sys, time
-        sys.stdout.write("Encoding: task 1 of 1, 12.50 % (30.00 fps, avg 29.00 fps, ETA 00h00m09s)\\r")
-        sys.stdout.flush()
-        time.sleep(120)
-        """,
-    )
+    encoder = holding_encoder(env)
     settings = env.settings(
         workers={"stall_timeout_s": 2, "heartbeat_interval_s": 1},
         jobs={"max_retries": 1},
@@ -388,17 +394,8 @@ async def test_pause_all_and_resume_all(env: Env, sink: ListSink) -> None:
 @pytest.mark.anyio
 async def test_heartbeats_write_progress_and_workers(env: Env, clips: Clips, sink: ListSink) -> None:
     """While a job runs, its heartbeat and progress reach the database and the workers table shows the loop."""
-    # A stand-in encoder that reports 12.5 % and then holds still: a real tiny encode can finish before the test
-    # looks, and this test is about what the heartbeat writes, not about HandBrake.
-    encoder = make_script(
-        env.root / "holding-handbrake",
-        """
-        import sys, time
-        sys.stdout.write("Encoding: task 1 of 1, 12.50 % (30.00 fps, avg 29.00 fps, ETA 00h00m09s)\\r")
-        sys.stdout.flush()
-        time.sleep(120)
-        """,
-    )
+    # A real tiny encode can finish before the test looks, and this test is about what the heartbeat writes.
+    encoder = holding_encoder(env)
     settings = env.settings(workers={"heartbeat_interval_s": 1}, tools={"handbrake": str(encoder)})
     store = env.store(settings)
     _path, job = env.add(clips.long, "beat.mp4", store)
