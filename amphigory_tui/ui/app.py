@@ -16,7 +16,6 @@ from typing import Any, ClassVar
 from textual import on, work
 from textual.app import App, ComposeResult
 from textual.binding import Binding, BindingType
-from textual.lazy import Lazy
 from textual.widget import Widget
 from textual.widgets import Footer, Header, TabbedContent, TabPane
 from textual.worker import Worker, WorkerState
@@ -46,6 +45,7 @@ from amphigory_tui.ui.tabs.scan import ScanPane
 from amphigory_tui.ui.tabs.workers import WorkersPane
 from amphigory_tui.ui.theme import DARK, DARK_THEME, LIGHT_THEME, theme_name
 from amphigory_tui.ui.widgets.confirm import ConfirmModal
+from amphigory_tui.ui.widgets.deferred import DeferredPane
 
 log = logging.getLogger(__name__)
 
@@ -142,15 +142,15 @@ class AmphigoryApp(App[None]):
         """Header, the four tabs, the footer."""
         yield Header()
         with TabbedContent(initial="queue", id="tabs"):
-            # The hidden tabs are mounted right after the first frame (Lazy): the first paint waits only for Queue.
+            # The hidden tabs mount right after the first frame (DeferredPane): the first paint waits only for Queue.
             with TabPane("1 Scan", id="scan"):
-                yield Lazy(self.scan_pane)
+                yield DeferredPane(self.scan_pane)
             with TabPane("2 Queue", id="queue"):
                 yield self.queue_pane
             with TabPane("3 Workers", id="workers"):
-                yield Lazy(self.workers_pane)
+                yield DeferredPane(self.workers_pane)
             with TabPane("4 Log", id="log"):
-                yield Lazy(self.log_pane)
+                yield DeferredPane(self.log_pane)
         # No ctrl+p entry: at 80 columns it pushed Settings and Quit off the line (? lists it with every key).
         yield Footer(compact=True, show_command_palette=False)
 
