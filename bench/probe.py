@@ -11,7 +11,11 @@ each measured pass (posix_fadvise DONTNEED after a sync), so each is read from d
   files; each pass probes the 200 evicted files;
 - cold files, new pool per pass: the same, plus starting and closing a pool each pass (a fixed ~20 ms per scan:
   process starts and each new worker's first open of every format), shown beside it;
-- steady: a warm pool probing the 200 files ten times over in one stream, page cache warm.
+- steady: a warm pool probing the 200 files ten times over in one stream, page cache warm;
+- the machine's own 1→2 scaling: one, then two separate processes probing their share of the cold files in-process,
+  no pool.  The pool's ratio is printed beside it, because virtual machines differ here: on some, one busy vCPU runs
+  slower than each of two (a lone loop speeds up when an unrelated process keeps the other vCPU busy), and the 1→2
+  ratio of any program then exceeds 2×; on others two processes reach only ~1.85×.
 
 On a machine shared with other sessions, ``--boost`` (root) keeps their load from deciding the 1→2 worker ratio.
 """
@@ -19,6 +23,7 @@ On a machine shared with other sessions, ``--boost`` (root) keeps their load fro
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import shutil
 import subprocess
@@ -26,6 +31,8 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
@@ -111,6 +118,39 @@ def run_inline(paths: list[str]) -> int:
     return len(paths)
 
 
+def _share(conn: Connection, paths: list[str]) -> None:
+    """A separate process: say ready, wait for the start, probe ``paths`` in-process, say done."""
+    conn.send(True)
+    conn.recv()
+    for path in paths:
+        probe_file(path)
+    conn.send(True)
+
+
+def run_independent(paths: list[str], procs: int) -> float:
+    """Files/s of ``procs`` separate processes, each probing its share of the (evicted) files: no pool, no IPC."""
+    ctx = multiprocessing.get_context("fork")  # this script has no threads; the children need only probe_file
+    started: list[tuple[Connection, BaseProcess]] = []
+    for i in range(procs):
+        mine, theirs = ctx.Pipe()
+        proc = ctx.Process(target=_share, args=(theirs, paths[i::procs]))
+        proc.start()
+        started.append((mine, proc))
+    for conn, _ in started:
+        conn.recv()  # started and ready: process start-up is not timed
+    evict(paths)
+    start = time.perf_counter()
+    for conn, _ in started:
+        conn.send(True)
+    for conn, _ in started:
+        conn.recv()
+    secs = time.perf_counter() - start
+    for conn, child in started:
+        child.join()
+        conn.close()
+    return len(paths) / secs
+
+
 def boost() -> str | None:
     """Raise this session's scheduling group to nice -20 (Linux autogroup, root); returns the old value.
 
@@ -175,6 +215,7 @@ def measure(count: int, rounds: int, *, boosted: bool) -> None:
         fresh: dict[int, list[float]] = {1: [], 2: []}
         startups: dict[int, list[float]] = {1: [], 2: []}
         steady: dict[int, list[float]] = {1: [], 2: []}
+        independent: dict[int, list[float]] = {1: [], 2: []}
         pools = {workers: ProbePool(workers) for workers in (1, 2)}
         try:
             for pool in pools.values():
@@ -192,6 +233,8 @@ def measure(count: int, rounds: int, *, boosted: bool) -> None:
                 evict(paths)
                 secs, n = timed(lambda: run_inline(paths))
                 cold[0].append(n / secs)
+                for procs in (1, 2):
+                    independent[procs].append(run_independent(paths, procs))
             # Steady state, as in a long scan: the warm pools, the 200 files ten times over in one stream.
             for _ in range(max(1, rounds // 3)):
                 for workers, pool in pools.items():
@@ -208,6 +251,9 @@ def measure(count: int, rounds: int, *, boosted: bool) -> None:
         for workers in (1, 2):
             rows.append((f"ProbePool, {_workers(workers)}, steady (warm files and pool)", steady[workers]))
         rows.append(("probe_file in-process, cold (no isolation)", cold[0]))
+        for procs in (1, 2):
+            name = f"{procs} separate process{'es' if procs > 1 else ''}, in-process, cold (no pool)"
+            rows.append((name, independent[procs]))
 
         ffprobe_rate = rows[0][1][0]
         print(f"\n{'method':<56} {'median/s':>9} {'best/s':>9} {'× ffprobe':>10}")
@@ -224,6 +270,12 @@ def measure(count: int, rounds: int, *, boosted: bool) -> None:
             print(
                 f"2 workers / 1 worker, {label}: {two_med / one_med:.2f}× median, {two_best / one_best:.2f}× best{goal}"
             )
+        machine = summary(independent[2])[0] / summary(independent[1])[0]
+        pool_ratio = summary(cold[2])[0] / summary(cold[1])[0]
+        print(
+            f"the machine's own 1→2 scaling, separate processes, cold files: {machine:.2f}× median; "
+            f"the pool's ratio is {pool_ratio / machine:.0%} of it"
+        )
         print(
             f"pool / ffprobe: {summary(cold[2])[0] / ffprobe_rate:.0f}× (2 workers, cold files, median)   (goal ≥ 20×)"
         )
