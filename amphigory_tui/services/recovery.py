@@ -45,17 +45,15 @@ from amphigory_tui.domain.errors import StaleLease
 from amphigory_tui.domain.jobs import Job, RecoveryReport, Stage
 from amphigory_tui.services.locks import (
     Liveness,
-    NamedLock,
     ProcessLock,
     cleanup_stale_locks,
     current_lock,
-    lock_is_free,
 )
 from amphigory_tui.services.pipeline import ENCODE_FACTS_NAME
 from amphigory_tui.services.proc import is_same_process
 from amphigory_tui.services.replace import INTENT_NAME
 from amphigory_tui.services.runtime import Services
-from amphigory_tui.services.scanner import scan_lock_name
+from amphigory_tui.services.scanner import scan_running
 
 __all__ = [
     "SCAN_CHECKPOINT_KEYS",
@@ -465,12 +463,9 @@ def recover(
     unknown_note = _unknown_note(services, temp.unknown) if clean_temp and temp.refused is None else None
     locks_removed = cleanup_stale_locks(lock_dir, keep=lock if lock is not None else current_lock())
     pruned = _prune_dead_workers(services, liveness)
-    # A checkpoint whose scan still holds the scan lock (another process's) belongs to that running scan: nothing
-    # was interrupted, and a scan started to resume it would only be refused.
-    scan = (
-        any(store.state.get(key) for key in SCAN_CHECKPOINT_KEYS)
-        and lock_is_free(NamedLock.path_for(scan_lock_name(store), lock_dir)) is not False
-    )
+    # A checkpoint whose scan still holds the scan lock (another process's, or on PostgreSQL another machine's)
+    # belongs to that running scan: nothing was interrupted, and a scan started to resume it would only be refused.
+    scan = any(store.state.get(key) for key in SCAN_CHECKPOINT_KEYS) and not scan_running(store, lock_dir)
     report = RecoveryReport(
         orphaned_requeued=requeued,
         orphaned_failed=failed,

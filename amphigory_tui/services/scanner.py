@@ -54,6 +54,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field, fields
 from itertools import chain
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -62,7 +63,7 @@ from amphigory_tui.domain.clock import Clock
 from amphigory_tui.domain.errors import AmphigoryError, ScanBusy, UsageError
 from amphigory_tui.domain.events import ScanProgress
 from amphigory_tui.domain.media import Decision, ProbeResult
-from amphigory_tui.services.locks import NamedLock
+from amphigory_tui.services.locks import NamedLock, lock_is_free
 from amphigory_tui.services.queries import LAST_SCAN_KEY
 from amphigory_tui.services.rules import decide
 from amphigory_tui.services.walk import extension_set, is_gone, normalize_roots, sort_key, walk_media
@@ -108,6 +109,20 @@ _SERVER_LOCK_POLL_S = 0.5  # watch mode waiting for another machine's scan looks
 def _advisory_key(lock_name: str) -> int:
     """The PostgreSQL advisory-lock key of a scan lock: 64 bits of its name's hash, as a signed integer."""
     return int.from_bytes(hashlib.sha256(lock_name.encode("utf-8")).digest()[:8], "big", signed=True)
+
+
+def scan_running(store: Store, lock_dir: Path | None = None) -> bool:
+    """Whether a scan of this store's database is running now: a process on this machine holds its ``NamedLock``
+    or, on PostgreSQL, a session on any machine holds its advisory lock (tried, and let go at once if free)."""
+    if lock_is_free(NamedLock.path_for(scan_lock_name(store), lock_dir)) is False:
+        return True
+    if store.engines.is_sqlite:
+        return False
+    server = store.engines.try_advisory_lock(_advisory_key(scan_lock_name(store)))
+    if server is None:
+        return True
+    server.release()
+    return False
 
 
 class Prober(Protocol):

@@ -16,9 +16,10 @@ from amphigory_tui.domain.jobs import Job, JobStatus, RecoveryReport
 from amphigory_tui.services.locks import NamedLock, ProcessLock
 from amphigory_tui.services.proc import is_same_process, process_start_ticks
 from amphigory_tui.services.recovery import clean_work_dir, recover, summarize
-from amphigory_tui.services.runtime import Services
-from amphigory_tui.services.scanner import scan_lock_name
-from tests.lifecycle.conftest import Holder
+from amphigory_tui.services.runtime import Services, open_services
+from amphigory_tui.services.scanner import _advisory_key, scan_lock_name
+from amphigory_tui.store import make_engines
+from tests.lifecycle.conftest import Holder, lifecycle_settings
 
 HOST = socket.gethostname()
 
@@ -274,6 +275,38 @@ def test_an_interrupted_scan_is_announced(services: Services) -> None:
     """A scan checkpoint left behind is mentioned (``amphigory scan`` resumes it)."""
     services.store.state.set("scan.checkpoint", "{}")
     assert recover(services).scan_interrupted is True
+
+
+@pytest.mark.postgres
+def test_on_postgresql_a_scan_on_another_machine_is_not_an_interrupted_scan(
+    tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """Machines sharing a PostgreSQL database share no lock directory: while another session ("another machine")
+    holds the database's scan lock, its checkpoint is that scan's, not one left for ``amphigory scan`` to resume;
+    recovery takes the lock only to look, so the other machine can take it again afterwards."""
+    from dataclasses import replace
+
+    from amphigory_tui.config import DatabaseSettings
+
+    settings = lifecycle_settings(tmp_path)
+    settings = replace(settings, database=DatabaseSettings(url=fresh_postgres_url))
+    settings.work_dir.mkdir(parents=True)
+    services = open_services(settings)
+    other_machine = make_engines(fresh_postgres_url)
+    try:
+        services.store.state.set("scan.checkpoint", "{}")
+        key = _advisory_key(scan_lock_name(services.store))
+        held = other_machine.try_advisory_lock(key)
+        assert held is not None
+        assert recover(services).scan_interrupted is False
+        held.release()
+        assert recover(services).scan_interrupted is True
+        again = other_machine.try_advisory_lock(key)
+        assert again is not None, "recovery kept the scan lock it only looked at"
+        again.release()
+    finally:
+        other_machine.dispose()
+        services.close()
 
 
 def test_the_checkpoint_of_a_scan_still_running_is_not_an_interrupted_scan(services: Services) -> None:
