@@ -19,6 +19,8 @@ class WorkerInfo:
     started_at: float
     last_seen: float
     current_job_id: int | None
+    heartbeat_interval_s: float | None = None
+    """How often the worker's own process beats; None when its version did not say."""
 
 
 def new_worker_id(host: str | None = None, pid: int | None = None) -> str:

@@ -553,7 +553,9 @@ class WorkerPool:
     async def _worker_loop(self, worker: _Worker) -> None:
         host, pid = parse_worker_id(worker.id) or ("?", 0)
         try:
-            await anyio.to_thread.run_sync(partial(self.store.workers.register, worker.id, host, pid))
+            interval = self.settings.workers.heartbeat_interval_s
+            register = partial(self.store.workers.register, worker.id, host, pid, heartbeat_interval_s=interval)
+            await anyio.to_thread.run_sync(register)
             job: Job | None = None
             while True:
                 if job is None:

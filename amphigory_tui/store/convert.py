@@ -78,6 +78,7 @@ def worker_from_row(r: Mapping[Any, Any]) -> WorkerInfo:
         started_at=r["started_at"],
         last_seen=r["last_seen"],
         current_job_id=r["current_job_id"],
+        heartbeat_interval_s=r["heartbeat_interval_s"],
     )
 
 

@@ -17,7 +17,7 @@ from amphigory_tui.store.engine import Engines
 if TYPE_CHECKING:
     from alembic.config import Config
 
-HEAD_REVISION = "0002"
+HEAD_REVISION = "0003"
 """The newest migration in ``migrations/versions``; a test checks it against alembic's own view."""
 
 # PostgreSQL: one migrator at a time when several worker machines start together.

@@ -195,6 +195,8 @@ class WorkerRow(Base):
     started_at: Mapped[float] = mapped_column(Float)
     last_seen: Mapped[float] = mapped_column(Float)
     current_job_id: Mapped[int | None] = mapped_column(Integer)
+    # How often this worker beats (its own [workers] setting); NULL on rows written before version 0003.
+    heartbeat_interval_s: Mapped[float | None] = mapped_column(Float)
 
     __table_args__ = (Index("ix_workers_last_seen", "last_seen"),)
 

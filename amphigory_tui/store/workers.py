@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import asdict
 from typing import cast
 
 from sqlalchemy import Table, delete, select, update
@@ -23,16 +24,23 @@ class WorkerStore:
         self._db = engines
         self._clock = clock
 
-    def register(self, worker_id: str, host: str, pid: int) -> WorkerInfo:
-        """Add a worker row (idle)."""
+    def register(self, worker_id: str, host: str, pid: int, *, heartbeat_interval_s: float | None = None) -> WorkerInfo:
+        """Add a worker row (idle) that beats every ``heartbeat_interval_s``."""
         now = self._clock.now()
-        values = {"id": worker_id, "host": host, "pid": pid, "state": "idle", "started_at": now, "last_seen": now}
+        info = WorkerInfo(
+            id=worker_id,
+            host=host,
+            pid=pid,
+            state="idle",
+            started_at=now,
+            last_seen=now,
+            current_job_id=None,
+            heartbeat_interval_s=heartbeat_interval_s,
+        )
         with self._db.write() as conn:
             conn.execute(delete(W).where(W.c.id == worker_id))
-            conn.execute(W.insert().values(values))
-        return WorkerInfo(
-            id=worker_id, host=host, pid=pid, state="idle", started_at=now, last_seen=now, current_job_id=None
-        )
+            conn.execute(W.insert().values(asdict(info)))
+        return info
 
     def beat(self, worker_id: str, state: str, current_job_id: int | None) -> None:
         """Update one worker's state and ``last_seen``."""

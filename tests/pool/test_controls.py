@@ -341,7 +341,10 @@ async def test_set_size_up_down_up_live(env: Env, sink: ListSink) -> None:
     async with anyio.create_task_group() as tg:
         tg.start_soon(pool.run)
         await until(lambda: len(pool.running_job_ids()) == 2)
-        assert len(store.workers.list_workers()) == 2
+        registered = store.workers.list_workers()
+        assert len(registered) == 2
+        # Each row says how often its worker beats: the Workers tab of another machine judges lateness by it.
+        assert {w.heartbeat_interval_s for w in registered} == {pool.settings.workers.heartbeat_interval_s}
         pool.set_size(1)
         assert pool.size == 1
         # Both running jobs go on; nothing is interrupted by scaling down.

@@ -4,15 +4,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from dataclasses import replace
 
 import pytest
 from textual.pilot import Pilot
 from textual.widgets import Static
 
+from amphigory_tui.config import WorkersSettings
+from amphigory_tui.domain.workers import WorkerInfo
 from amphigory_tui.pool.pool import WorkerPool
 from amphigory_tui.ui.app import AmphigoryApp
 from amphigory_tui.ui.bridge import UiSink
-from amphigory_tui.ui.tabs.workers import WorkerRow, heartbeat_health
+from amphigory_tui.ui.tabs.workers import WorkerRow, heartbeat_health, worker_health
 from tests.ui.conftest import World, press, settle
 from tests.ui.helpers import notes
 from tests.ui.seed import IDLE_WORKER, LOCAL_WORKER, STALE_WORKER
@@ -27,6 +30,17 @@ def test_heartbeat_health_thresholds() -> None:
     assert heartbeat_health(59, 30, 300) == "ok"
     assert heartbeat_health(61, 30, 300) == "warning"
     assert heartbeat_health(301, 30, 300) == "error"
+
+
+def test_a_worker_is_late_by_its_own_heartbeat_interval() -> None:
+    """Another machine beating every 60 s is not late at 100 s here, where workers beat every 30 s; a row that
+    recorded no interval (an older version's) is judged by ours; stalled is always this machine's stall timeout."""
+    settings = WorkersSettings(heartbeat_interval_s=30, stall_timeout_s=300)
+    slow = WorkerInfo("box2:7:w", "box2", 7, "busy", 0.0, 1000.0, 3, heartbeat_interval_s=60)
+    assert worker_health(slow, 1100.0, settings) == "ok"
+    assert worker_health(slow, 1121.0, settings) == "warning"
+    assert worker_health(slow, 1301.0, settings) == "error"
+    assert worker_health(replace(slow, heartbeat_interval_s=None), 1100.0, settings) == "warning"
 
 
 async def test_rows_of_every_process_with_health(world: World) -> None:

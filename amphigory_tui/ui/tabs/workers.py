@@ -20,6 +20,7 @@ from textual.containers import Vertical
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from amphigory_tui.config import WorkersSettings
 from amphigory_tui.domain.events import JobProgress, WorkerBeat
 from amphigory_tui.domain.jobs import Job, JobStatus, Stage
 from amphigory_tui.domain.workers import WorkerInfo
@@ -66,6 +67,16 @@ def heartbeat_health(age_s: float, interval_s: float, stall_s: float) -> str:
     if age_s > 2 * interval_s:
         return "warning"
     return "ok"
+
+
+def worker_health(info: WorkerInfo, now: float, settings: WorkersSettings) -> str:
+    """``heartbeat_health`` of a worker's row at ``now``.
+
+    Late is judged by the worker's own heartbeat interval (another machine may beat less often than this one);
+    stalled by this machine's ``stall_timeout_s``, the threshold its own recovery takes a job over by.
+    """
+    interval = info.heartbeat_interval_s or settings.heartbeat_interval_s
+    return heartbeat_health(max(now - info.last_seen, 0.0), interval, settings.stall_timeout_s)
 
 
 WORKER_COLUMNS = (
@@ -225,8 +236,7 @@ class WorkersPane(Vertical):
         settings = self.ctx.settings.workers
         now = self.ctx.clock.now()
         info, job = row.info, row.job
-        age_s = max(now - info.last_seen, 0.0)
-        health = heartbeat_health(age_s, settings.heartbeat_interval_s, settings.stall_timeout_s)
+        health = worker_health(info, now, settings)
         beat_style = health_style(health, dark)
         dim = dim_style(dark)
         state_text = "stalled" if health == "error" else info.state
