@@ -114,11 +114,12 @@ def _advisory_key(lock_name: str) -> int:
 def scan_running(store: Store, lock_dir: Path | None = None) -> bool:
     """Whether a scan of this store's database is running now: a process on this machine holds its ``NamedLock``
     or, on PostgreSQL, a session on any machine holds its advisory lock (tried, and let go at once if free)."""
-    if lock_is_free(NamedLock.path_for(scan_lock_name(store), lock_dir)) is False:
+    name = scan_lock_name(store)
+    if lock_is_free(NamedLock.path_for(name, lock_dir)) is False:
         return True
     if store.engines.is_sqlite:
         return False
-    server = store.engines.try_advisory_lock(_advisory_key(scan_lock_name(store)))
+    server = store.engines.try_advisory_lock(_advisory_key(name))
     if server is None:
         return True
     server.release()
